@@ -1,0 +1,1 @@
+"""The ``fedopt`` command line (typer). Heavy libraries are imported inside commands."""

@@ -1,0 +1,168 @@
+"""``fedopt instance``: create, show and validate network-design instances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli._common import OutputFormat, err, print_json, user_errors
+
+app = typer.Typer(help="Create, show and validate network-design instances.",
+                  no_args_is_help=True)
+
+
+def derived_summary(inst) -> dict:
+    """Derived quantities of an instance, for display (spec 01)."""
+    import numpy as np
+
+    from fedopt.units import watt_to_dbm
+
+    pl = inst.path_loss_db
+    sigma2_dbm = float(watt_to_dbm(inst.noise_power_w))
+    p_sub_dbm = watt_to_dbm(inst.power_per_subcarrier_w)
+    snr_db = p_sub_dbm - pl - sigma2_dbm
+    return {
+        "n_devices": inst.n_devices,
+        "noise_power_dbm": sigma2_dbm,
+        "symbol_time_s": inst.symbol_time_s,
+        "params_per_rank": inst.lora.params_per_rank,
+        "max_rank": inst.lora.max_rank,
+        "path_loss_db_min": float(pl.min()),
+        "path_loss_db_max": float(pl.max()),
+        "snr_per_antenna_db_min": float(snr_db.min()),
+        "snr_per_antenna_db_max": float(snr_db.max()),
+        "bandwidth_hz": inst.bandwidth_hz,
+        "compute_time_s_max": float(np.max(inst.compute_time_s)),
+        "ofdm_symbols": {str(r): [inst.ofdm_symbols(r, s) for s in inst.aircomp.streams]
+                         for r in inst.lora.ranks},
+    }
+
+
+def _fmt_list(values) -> str:
+    values = list(values)
+    if len(set(values)) == 1:
+        return f"{values[0]:g} (all)"
+    return f"{min(values):g} .. {max(values):g} ({len(values)} values)"
+
+
+def render_instance(inst) -> str:
+    """Readable multi-line table of an instance and its derived quantities."""
+    d = derived_summary(inst)
+    dev, ofdm, ch, lora = inst.devices, inst.ofdm, inst.channel, inst.lora
+    layers = ", ".join(f"{lay.name} {lay.d_out}x{lay.d_in} x{lay.count}" for lay in lora.layers)
+    rows = [
+        ("instance", f"{inst.name} (schema {inst.schema_version}, digest {inst.digest()})"),
+        ("server", f"N_r = {inst.n_rx}, N0 = {inst.server.noise_psd_dbm_hz:g} dBm/Hz, "
+                   f"NF = {inst.server.noise_figure_db:g} dB"),
+        ("devices", f"K = {dev.count}, N_t = {dev.n_tx}"),
+        ("  power (dBm)", _fmt_list(dev.p_max_dbm)),
+        ("  distance (m)", _fmt_list(dev.distance_m)),
+        ("  dataset size", _fmt_list(dev.dataset_size)),
+        ("  compute (FLOP/s)", _fmt_list(dev.compute_flops)),
+        ("ofdm", f"M = {ofdm.n_subcarriers}, Δf = {ofdm.subcarrier_spacing_hz:g} Hz, "
+                 f"cp = {ofdm.cp_ratio:g}, T_sym = {d['symbol_time_s'] * 1e6:.2f} µs"),
+        ("channel", f"{ch.fading}" + (f" (K = {ch.rician_k_db:g} dB)" if ch.fading == "rician"
+                                       else "") + f", {ch.n_taps} taps, path loss {ch.path_loss} "
+                                       f"at {ch.carrier_hz / 1e9:g} GHz"),
+        ("  path loss (dB)", f"{d['path_loss_db_min']:.1f} .. {d['path_loss_db_max']:.1f}"),
+        ("  noise / subcarrier", f"{d['noise_power_dbm']:.1f} dBm"),
+        ("  SNR / antenna (dB)", f"{d['snr_per_antenna_db_min']:.1f} .. "
+                                 f"{d['snr_per_antenna_db_max']:.1f} (P_k/M over σ², path loss)"),
+        ("lora", f"{layers}; factors {lora.factors}, {lora.bits_per_param} bits/param"),
+        ("  ranks", f"{list(lora.ranks)} (max {lora.max_rank}); q(r) = {lora.params_per_rank} r"),
+        ("  streams", f"{list(inst.aircomp.streams)}"),
+        ("learning", f"batch {inst.learning.batch_size}, E = {inst.learning.local_steps}, "
+                     f"T = {inst.learning.rounds}, compute {d['compute_time_s_max'] * 1e3:.1f} "
+                     "ms/round (slowest device)"),
+    ]
+    c = inst.constraints
+    cons = [f"{name} = {getattr(c, name):g}" for name in
+            ("latency_budget_s", "avg_latency_budget_s", "total_time_s", "bandwidth_hz")
+            if getattr(c, name) is not None]
+    rows.append(("constraints", ", ".join(cons) or "none"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+@app.command("show")
+def show(
+    source: Annotated[str, typer.Argument(help="Instance file (.yaml/.json) or preset name.")]
+    = "default",
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
+    = OutputFormat.text,
+) -> None:
+    """Print an instance (a file or a shipped preset) with its derived quantities."""
+    with user_errors():
+        from fedopt.instance import load_instance
+
+        inst = load_instance(source)
+        if fmt is OutputFormat.json:
+            print_json({"instance": inst.to_dict(), "derived": derived_summary(inst)})
+        else:
+            typer.echo(render_instance(inst))
+
+
+@app.command("new")
+def new(
+    output: Annotated[Path, typer.Option("-o", "--output", help="File to write (.yaml or .json).")],
+    preset: Annotated[str, typer.Option("--preset", help="Preset to start from.")] = "default",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a new instance file from a shipped preset, ready to edit."""
+    with user_errors():
+        from fedopt.instance import load_instance
+
+        if output.exists() and not force:
+            err(f"error: {output} exists; pass --force to overwrite it")
+            raise typer.Exit(code=2)
+        inst = load_instance(preset) if preset in _presets() else _not_a_preset(preset)
+        inst.save(output)
+        typer.echo(f"wrote {output} (preset {preset!r})")
+
+
+def _presets() -> list[str]:
+    from fedopt.instance import list_presets
+
+    return list_presets()
+
+
+def _not_a_preset(name: str):
+    from fedopt.errors import InvalidInstanceError
+
+    raise InvalidInstanceError(f"preset: {name!r} is not a preset; valid presets: "
+                               f"{', '.join(_presets())}")
+
+
+@app.command("validate")
+def validate(
+    source: Annotated[str, typer.Argument(help="Instance file (.yaml/.json) or preset name.")],
+    channel: Annotated[Path | None, typer.Option(
+        "--channel", help="Also check a channel .npz file against the instance.")] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
+    = OutputFormat.text,
+) -> None:
+    """Check an instance (and optionally a channel file); exit 0 with OK, or 2 with the errors."""
+    from fedopt.errors import FedOptError, InvalidInstanceError
+
+    try:
+        from fedopt.channel import Channel
+        from fedopt.instance import load_instance
+
+        inst = load_instance(source)
+        if channel is not None:
+            Channel.load(channel, instance=inst)
+    except FedOptError as exc:
+        if fmt is OutputFormat.json:
+            errors = exc.errors if isinstance(exc, InvalidInstanceError) else [str(exc)]
+            print_json({"valid": False, "errors": errors})
+        else:
+            err(f"error: {exc}")
+        raise typer.Exit(code=2) from None
+    if fmt is OutputFormat.json:
+        print_json({"valid": True, "errors": [], "name": inst.name, "digest": inst.digest()})
+    else:
+        extra = f" and channel {channel}" if channel is not None else ""
+        typer.echo(f"OK: {source}{extra} (instance {inst.name!r}, K = {inst.n_devices}, "
+                   f"N_t = {inst.n_tx}, N_r = {inst.n_rx}, M = {inst.n_subcarriers})")

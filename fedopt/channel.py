@@ -1,0 +1,191 @@
+"""Per-subcarrier MIMO channels with path loss and block fading (spec 01 §1).
+
+H_{k,m} = √β_k Σ_ℓ H̃_{k,ℓ} e^{−j2π m ℓ / M},  H̃_{k,ℓ} ∈ C^{N_r × N_t}, entries CN(0, p_ℓ),
+
+with Σ_ℓ p_ℓ = 1 so that E|[H_{k,m}]_{ij}|² = β_k. Rician fading adds a rank-one line-of-sight
+component (half-wavelength ULAs at both ends, angles fixed per device by the seed) to the first
+tap with power K/(K+1), keeping the mean power at β_k.
+
+Block fading: round ``t`` of seed ``s`` is drawn from its own generator
+``SeedSequence(s, spawn_key=(1, t))``, so any round is reproducible without drawing the others.
+Arrays are ``complex128`` of shape ``(K, M, N_r, N_t)``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedopt.errors import ChannelFileError
+from fedopt.instance import Instance
+from fedopt.io import atomic_savez
+
+__all__ = ["Channel", "draw_channel", "validate_channel_array", "CHANNEL_FILE_VERSION"]
+
+CHANNEL_FILE_VERSION = 1
+
+
+def _ula(n: int, theta: np.ndarray) -> np.ndarray:
+    """Half-wavelength uniform linear array responses, shape (len(theta), n), unit-modulus."""
+    return np.exp(1j * np.pi * np.arange(n)[None, :] * np.sin(theta)[:, None])
+
+
+def validate_channel_array(h: np.ndarray, instance: Instance | None = None,
+                           name: str = "H") -> np.ndarray:
+    """Check a channel array and return it as complex128.
+
+    Raises
+    ------
+    ChannelFileError
+        On a wrong number of dimensions, non-numeric data, NaN/inf entries, or shapes that
+        disagree with the instance (the message names the axis, both sizes and the field).
+    """
+    h = np.asarray(h)
+    if h.dtype.kind not in "fc":
+        raise ChannelFileError(f"{name}: expected a real or complex float array, got {h.dtype}")
+    if h.ndim != 4:
+        raise ChannelFileError(
+            f"{name}: expected 4 axes (K devices, M subcarriers, N_r, N_t), got shape {h.shape}"
+        )
+    bad = ~np.isfinite(h)
+    if bad.any():
+        k, m, i, j = (int(x) for x in np.argwhere(bad)[0])
+        raise ChannelFileError(
+            f"{name}: {int(bad.sum())} non-finite entries (NaN or inf), first at device {k}, "
+            f"subcarrier {m}, entry ({i}, {j}); channel entries must be finite"
+        )
+    if instance is not None:
+        expected = (instance.n_devices, instance.n_subcarriers, instance.n_rx, instance.n_tx)
+        labels = ("devices.count (K)", "ofdm.n_subcarriers (M)", "server.n_rx (N_r)",
+                  "devices.n_tx (N_t)")
+        for axis, (got, want, label) in enumerate(zip(h.shape, expected, labels, strict=True)):
+            if got != want:
+                raise ChannelFileError(
+                    f"{name}: axis {axis} has size {got} but the instance {instance.name!r} has "
+                    f"{label} = {want}; expected shape {expected}, got {h.shape}"
+                )
+    return h.astype(np.complex128, copy=False)
+
+
+@dataclass(frozen=True, eq=False)
+class Channel:
+    """One block-fading channel realization.
+
+    Attributes
+    ----------
+    H : ndarray, complex, shape (K, M, N_r, N_t)
+        Per-device, per-subcarrier channel matrices (path loss included).
+    seed, round : int or None
+        Provenance when drawn by :func:`draw_channel` (None when loaded from arbitrary data).
+    """
+
+    H: np.ndarray
+    seed: int | None = None
+    round: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "H", validate_channel_array(self.H))
+        self.H.setflags(write=False)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(K, M, N_r, N_t)."""
+        return self.H.shape  # type: ignore[return-value]
+
+    def gram(self) -> np.ndarray:
+        """G_{k,m} = H_{k,m} H_{k,m}^H, shape (K, M, N_r, N_r)."""
+        return self.H @ np.conj(np.swapaxes(self.H, -1, -2))
+
+    def mean_gain(self) -> np.ndarray:
+        """Mean |h|² per device over subcarriers and antenna pairs, shape (K,)."""
+        return np.mean(np.abs(self.H) ** 2, axis=(1, 2, 3))
+
+    def check(self, instance: Instance) -> Channel:
+        """Raise :class:`ChannelFileError` if the shapes disagree with ``instance``."""
+        validate_channel_array(self.H, instance)
+        return self
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write an ``.npz`` file (plain arrays, no pickle) atomically."""
+        meta = np.array([CHANNEL_FILE_VERSION,
+                         -1 if self.seed is None else self.seed,
+                         -1 if self.round is None else self.round], dtype=np.int64)
+        return atomic_savez(path, H=self.H, meta=meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, instance: Instance | None = None) -> Channel:
+        """Read an ``.npz`` channel file (``allow_pickle=False``) and validate it.
+
+        Parameters
+        ----------
+        instance
+            If given, the array shape must match (K, M, N_r, N_t) of this instance.
+        """
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if "H" not in data.files:
+                    raise ChannelFileError(
+                        f"{path}: no array named 'H' (found: {', '.join(data.files) or 'none'}); "
+                        "a channel file holds H with shape (K, M, N_r, N_t)"
+                    )
+                h = data["H"]
+                meta = data["meta"] if "meta" in data.files else None
+        except ChannelFileError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise ChannelFileError(f"{path}: not a readable .npz channel file ({exc})") from None
+        seed = rnd = None
+        if meta is not None:
+            if meta.shape != (3,) or meta.dtype.kind not in "iu":
+                raise ChannelFileError(f"{path}: 'meta' must be 3 integers, got {meta!r}")
+            if int(meta[0]) != CHANNEL_FILE_VERSION:
+                raise ChannelFileError(
+                    f"{path}: channel file version {int(meta[0])} is not supported "
+                    f"(this fedopt reads version {CHANNEL_FILE_VERSION})"
+                )
+            seed = None if meta[1] < 0 else int(meta[1])
+            rnd = None if meta[2] < 0 else int(meta[2])
+        h = validate_channel_array(h, instance, name=f"{path.name}: H")
+        return cls(H=h, seed=seed, round=rnd)
+
+
+def draw_channel(instance: Instance, seed: int, round: int = 0) -> Channel:
+    """Draw the channel of round ``round`` for ``seed`` (spec 01 §1), reproducibly.
+
+    Parameters
+    ----------
+    instance
+        Gives K, M, N_r, N_t, the path loss β_k and the fading model.
+    seed
+        Non-negative integer; the same (seed, round) always gives the same array.
+    round
+        Block-fading index t ≥ 0; rounds are independent draws.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: got {seed!r}, must be a non-negative integer")
+    if isinstance(round, bool) or not isinstance(round, (int, np.integer)) or round < 0:
+        raise ValueError(f"round: got {round!r}, must be a non-negative integer")
+    k, m, nr, nt = instance.n_devices, instance.n_subcarriers, instance.n_rx, instance.n_tx
+    spec = instance.channel
+    p_tap = spec.tap_powers()
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(1, int(round))))
+    shape = (k, spec.n_taps, nr, nt)
+    taps = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2.0)
+    taps *= np.sqrt(p_tap)[None, :, None, None]
+    if spec.fading == "rician":
+        kf = 10.0 ** (spec.rician_k_db / 10.0)
+        geo = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(0,)))
+        theta_r = geo.uniform(-np.pi / 2, np.pi / 2, size=k)
+        theta_t = geo.uniform(-np.pi / 2, np.pi / 2, size=k)
+        los = _ula(nr, theta_r)[:, :, None] * np.conj(_ula(nt, theta_t))[:, None, :]
+        taps *= np.sqrt(1.0 / (kf + 1.0))
+        taps[:, 0] += np.sqrt(kf / (kf + 1.0)) * los
+    # DFT over taps for each subcarrier: (M, N_tap), e^{-j 2π m ℓ / M}
+    dft = np.exp(-2j * np.pi * np.outer(np.arange(m), np.arange(spec.n_taps)) / m)
+    h = np.einsum("ml,klrt->kmrt", dft, taps)
+    h *= np.sqrt(instance.path_loss)[:, None, None, None]
+    return Channel(H=h, seed=int(seed), round=int(round))

@@ -1,0 +1,90 @@
+"""Small I/O helpers: atomic writes (nothing half-written) and explicit complex-array encoding."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedopt.errors import FedOptError
+
+__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_savez", "encode_array",
+           "decode_array"]
+
+
+def _check_dir(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise FedOptError(f"output directory {str(parent)!r} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise FedOptError(f"output directory {str(parent)!r} is not writable")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place.
+
+    A reader never sees a half-written file, and a crash leaves the old file intact.
+    """
+    path = Path(path)
+    _check_dir(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Atomic text write (UTF-8); see :func:`atomic_write_bytes`."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_savez(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
+    """Save arrays as an uncompressed ``.npz`` atomically (arrays only: no object dtype)."""
+    import io
+
+    for key, value in arrays.items():
+        if np.asarray(value).dtype == object:
+            raise FedOptError(f"refusing to save object array {key!r}: .npz holds plain arrays")
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def encode_array(a: np.ndarray) -> dict[str, Any]:
+    """JSON-safe encoding of a real or complex array: ``{"dtype", "shape", "real", "imag"}``.
+
+    Floats are written with ``repr`` precision by the json module, so decoding is exact.
+    """
+    a = np.asarray(a)
+    out: dict[str, Any] = {"dtype": str(a.dtype), "shape": list(a.shape),
+                           "real": np.real(a).ravel().tolist()}
+    if np.iscomplexobj(a):
+        out["imag"] = np.imag(a).ravel().tolist()
+    return out
+
+
+def decode_array(d: Any, name: str = "array") -> np.ndarray:
+    """Inverse of :func:`encode_array`, with checks that name the field."""
+    if not isinstance(d, dict) or "shape" not in d or "real" not in d:
+        raise FedOptError(f"{name}: expected an encoded array with keys shape, real[, imag]")
+    shape = tuple(int(s) for s in d["shape"])
+    real = np.asarray(d["real"], dtype=float)
+    if real.size != int(np.prod(shape)):
+        raise FedOptError(f"{name}: {real.size} values do not fill shape {shape}")
+    if "imag" in d:
+        imag = np.asarray(d["imag"], dtype=float)
+        if imag.size != real.size:
+            raise FedOptError(f"{name}: real and imag parts differ in size")
+        return (real + 1j * imag).reshape(shape)
+    return real.reshape(shape)

@@ -1,0 +1,214 @@
+"""Plans: the decision variables of a solution, saved for the FL loop and for scripts.
+
+A plan holds the LoRA rank, the number of streams, the receive beamformers per subcarrier and
+their power scaling (AirComp), or a bandwidth split and sparsity levels (digital uplinks), plus
+metadata tying it to the instance and channel draw it was computed for. It round-trips exactly
+through JSON (complex arrays encoded explicitly as real/imag lists) and ``.npz`` (plain arrays).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedopt.errors import FedOptError, PlanError
+from fedopt.instance import Instance
+from fedopt.io import atomic_savez, atomic_write_text, decode_array, encode_array
+
+__all__ = ["Plan", "PLAN_SCHEMA_VERSION"]
+
+PLAN_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """Decision variables of one solution.
+
+    Attributes
+    ----------
+    method : str
+        Name of the method that produced the plan (``"airfl-lora"``, ``"centroid"``, ...).
+    rank : int
+        LoRA rank r.
+    streams : int
+        Spatial streams L per subcarrier (1 for digital plans).
+    receive_beamformers : ndarray or None
+        Unit-Frobenius-norm receive beamformers A_m, complex, shape (M, N_r, L).
+    power_scale : ndarray or None
+        c_m ≥ 0 per subcarrier; the beamformer used on the air is c_m · A_m (spec 02 §2).
+    bandwidth_hz : ndarray or None
+        Bandwidth per device (digital uplink), shape (K,).
+    sparsity : ndarray or None
+        Sparsity ρ_k ∈ [0, 1) per device (digital uplink), shape (K,).
+    instance_name, instance_digest : str
+        The instance the plan was computed for (see :meth:`Instance.digest`).
+    channel_seed, channel_round : int or None
+        The channel draw the beamformers were optimized on.
+    metadata : dict
+        Free JSON-safe information (objective, solver options, versions, ...).
+    """
+
+    method: str
+    rank: int
+    streams: int
+    receive_beamformers: np.ndarray | None = None
+    power_scale: np.ndarray | None = None
+    bandwidth_hz: np.ndarray | None = None
+    sparsity: np.ndarray | None = None
+    instance_name: str = ""
+    instance_digest: str = ""
+    channel_seed: int | None = None
+    channel_round: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = PLAN_SCHEMA_VERSION
+
+    _ARRAYS = ("receive_beamformers", "power_scale", "bandwidth_hz", "sparsity")
+
+    def __post_init__(self) -> None:
+        if self.schema_version != PLAN_SCHEMA_VERSION:
+            raise PlanError(
+                f"schema_version: got {self.schema_version!r}, this fedopt reads plan schema "
+                f"version {PLAN_SCHEMA_VERSION}"
+            )
+        for name, value in (("rank", self.rank), ("streams", self.streams)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise PlanError(f"{name}: got {value!r}, must be an integer >= 1")
+        for name in self._ARRAYS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            arr = np.array(value, dtype=complex if name == "receive_beamformers" else float)
+            if not np.all(np.isfinite(arr)):
+                raise PlanError(f"{name}: contains NaN or inf entries")
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+        a = self.receive_beamformers
+        if a is not None:
+            if a.ndim != 3 or a.shape[2] != self.streams:
+                raise PlanError(
+                    f"receive_beamformers: expected shape (M, N_r, L={self.streams}), got {a.shape}"
+                )
+            if self.power_scale is not None and self.power_scale.shape != (a.shape[0],):
+                raise PlanError(
+                    f"power_scale: expected shape ({a.shape[0]},) (one per subcarrier), "
+                    f"got {self.power_scale.shape}"
+                )
+        if self.sparsity is not None and np.any((self.sparsity < 0) | (self.sparsity >= 1)):
+            raise PlanError(f"sparsity: values must lie in [0, 1), got {self.sparsity.tolist()}")
+        if self.bandwidth_hz is not None and np.any(self.bandwidth_hz < 0):
+            raise PlanError("bandwidth_hz: values must be >= 0")
+
+    # -- derived ------------------------------------------------------------------------------
+    def beamformers(self) -> np.ndarray:
+        """The scaled receive beamformers c_m · A_m used on the air, shape (M, N_r, L)."""
+        if self.receive_beamformers is None:
+            raise PlanError(f"plan of method {self.method!r} has no receive beamformers")
+        if self.power_scale is None:
+            return np.array(self.receive_beamformers)
+        return self.receive_beamformers * self.power_scale[:, None, None]
+
+    def check(self, instance: Instance) -> Plan:
+        """Raise :class:`PlanError` if the plan's shapes disagree with ``instance``."""
+        problems = []
+        if not 1 <= self.rank <= instance.lora.max_rank:
+            problems.append(
+                f"rank: got {self.rank}, the instance's layers allow 1..{instance.lora.max_rank}"
+            )
+        n_max = min(instance.n_tx, instance.n_rx)
+        if self.streams > n_max:
+            problems.append(f"streams: got L = {self.streams}, must be <= min(N_t, N_r) = {n_max}")
+        a = self.receive_beamformers
+        if a is not None and a.shape[:2] != (instance.n_subcarriers, instance.n_rx):
+            problems.append(
+                f"receive_beamformers: shape {a.shape} but the instance has M = "
+                f"{instance.n_subcarriers} subcarriers and N_r = {instance.n_rx} antennas"
+            )
+        for name in ("bandwidth_hz", "sparsity"):
+            v = getattr(self, name)
+            if v is not None and v.shape != (instance.n_devices,):
+                problems.append(f"{name}: {v.shape[0]} values but the instance has "
+                                f"K = {instance.n_devices} devices")
+        if problems:
+            raise PlanError(f"plan does not fit instance {instance.name!r}: " + "; ".join(problems))
+        return self
+
+    # -- serialization ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe mapping; arrays encoded with :func:`fedopt.io.encode_array`."""
+        out: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "method": self.method,
+            "rank": int(self.rank),
+            "streams": int(self.streams),
+            "instance_name": self.instance_name,
+            "instance_digest": self.instance_digest,
+            "channel_seed": self.channel_seed,
+            "channel_round": self.channel_round,
+            "metadata": self.metadata,
+        }
+        for name in self._ARRAYS:
+            value = getattr(self, name)
+            out[name] = None if value is None else encode_array(value)
+        return out
+
+    @classmethod
+    def _check_keys(cls, data: Any) -> None:
+        if not isinstance(data, Mapping):
+            raise PlanError(f"expected a mapping, got {type(data).__name__}")
+        known = {"schema_version", "method", "rank", "streams", "instance_name", "instance_digest",
+                 "channel_seed", "channel_round", "metadata", *cls._ARRAYS}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise PlanError(f"{unknown[0]}: unknown field (known: {', '.join(sorted(known))})")
+        for key in ("method", "rank", "streams"):
+            if key not in data:
+                raise PlanError(f"{key}: missing required field")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        """Inverse of :meth:`to_dict`, with messages naming the bad field."""
+        cls._check_keys(data)
+        kwargs = {k: v for k, v in data.items() if k not in cls._ARRAYS}
+        try:
+            for name in cls._ARRAYS:
+                if data.get(name) is not None:
+                    kwargs[name] = decode_array(data[name], name)
+        except FedOptError as exc:
+            raise PlanError(str(exc)) from None
+        return cls(**kwargs)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically: ``.npz`` (arrays + JSON header) or JSON for any other suffix."""
+        path = Path(path)
+        if path.suffix.lower() == ".npz":
+            header = {k: v for k, v in self.to_dict().items() if k not in self._ARRAYS}
+            arrays = {n: getattr(self, n) for n in self._ARRAYS if getattr(self, n) is not None}
+            return atomic_savez(path, header=np.array(json.dumps(header)), **arrays)
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Plan:
+        """Read a plan written by :meth:`save` (never unpickles)."""
+        path = Path(path)
+        try:
+            if path.suffix.lower() == ".npz":
+                with np.load(path, allow_pickle=False) as data:
+                    if "header" not in data.files:
+                        raise PlanError(f"{path}: not a fedopt plan (no 'header' array)")
+                    header = json.loads(str(data["header"]))
+                    arrays = {n: data[n] for n in cls._ARRAYS if n in data.files}
+                cls._check_keys(header)
+                return cls(**header, **arrays)
+            text = path.read_text(encoding="utf-8")
+            return cls.from_dict(json.loads(text))
+        except PlanError as exc:
+            raise PlanError(f"{path}: {exc}") from None
+        except (OSError, ValueError) as exc:
+            raise PlanError(f"{path}: not a readable plan file ({exc})") from None
+
