@@ -1,0 +1,1 @@
+"""Closed-form optimality-gap models (spec 03)."""
