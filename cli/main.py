@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import channel_cmd, instance_cmd
+from cli import channel_cmd, instance_cmd, solve_cmd
 
 app = typer.Typer(
     name="fedopt",
@@ -16,17 +16,24 @@ app = typer.Typer(
 )
 app.add_typer(instance_cmd.app, name="instance")
 app.add_typer(channel_cmd.app, name="channel")
+app.command("solve")(solve_cmd.solve)
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    # eager callback: runs while parsing, so `fedopt --version` needs no command
+    if value:
         from importlib.metadata import version as _v
 
         typer.echo(f"fedopt {_v('fedopt')}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    pass
 
 
 def main() -> None:

@@ -178,9 +178,8 @@ class Reader:
         if value is MISSING or value is None:
             return value
         if value not in options:
-            self.errors.append(
-                f"{self._name(key)}: got {_fmt(value)}, must be one of {', '.join(options)}"
-            )
+            allowed = ", ".join(str(o) for o in options)
+            self.errors.append(f"{self._name(key)}: got {_fmt(value)}, must be one of {allowed}")
             return None
         return value
 

@@ -254,7 +254,7 @@ class LoRASpec:
         raw_layers = r.raw("layers")
         layers: list[LoRALayer] = []
         if raw_layers is not MISSING:
-            if not isinstance(raw_layers, list) or not raw_layers:
+            if not isinstance(raw_layers, (list, tuple)) or not raw_layers:
                 r.errors.append(f"{r.path}.layers: expected a non-empty list of layers")
             else:
                 for i, item in enumerate(raw_layers):
@@ -444,7 +444,7 @@ class ConstraintsSpec:
 def _read_int_list(value: Any, name: str, errors: list[str]) -> list[int] | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, (list, tuple)) or not value:
         errors.append(f"{name}: expected a non-empty list of positive integers, got {value!r}")
         return None
     for i, v in enumerate(value):
@@ -729,6 +729,27 @@ def _as_dicts(changes: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in changes.items()}
 
 
+def _yaml_loader() -> type:
+    """``yaml.SafeLoader`` that also reads YAML 1.2 floats such as ``3.5e9`` and ``1e-3``.
+
+    PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent, so ``3.5e9`` would
+    load as the string ``'3.5e9'`` and be rejected as "expected a number".
+    """
+    import re
+
+    import yaml
+
+    class _Loader(yaml.SafeLoader):
+        pass
+
+    _Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+        list("-+0123456789."),
+    )
+    return _Loader
+
+
 def _parse_text(text: str, path: Path) -> Any:
     if path.suffix.lower() == ".json":
         try:
@@ -740,7 +761,7 @@ def _parse_text(text: str, path: Path) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_yaml_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

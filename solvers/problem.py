@@ -49,6 +49,12 @@ class BeamformingProblem:
         p = np.broadcast_to(np.asarray(self.p_sub, dtype=float).reshape(k, -1), (k, m))
         object.__setattr__(self, "p_sub", np.ascontiguousarray(p))
         object.__setattr__(self, "phi", np.asarray(self.phi, dtype=float))
+        for name, arr in (("phi", self.phi), ("p_sub", self.p_sub)):
+            if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+                raise InfeasibleError(f"{name}: every entry must be finite and > 0, got "
+                                      f"{np.array2string(np.ravel(arr)[:8], precision=3)}")
+        if not np.all(np.isfinite(self.H)):
+            raise InfeasibleError("H: channel contains NaN or inf entries")
         if not 1 <= self.streams <= min(nr, nt):
             raise InfeasibleError(
                 f"streams: L = {self.streams} needs 1 <= L <= min(N_t, N_r) = min({nt}, {nr})"

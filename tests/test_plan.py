@@ -1,0 +1,195 @@
+"""Plans: exact JSON / .npz round trips, checks against an instance, messages on bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+from fedopt.errors import PlanError
+from fedopt.plan import PLAN_SCHEMA_VERSION, Plan
+
+ARRAYS = ("receive_beamformers", "power_scale", "bandwidth_hz", "sparsity")
+
+
+def _aircomp_plan(instance, crandn, rng, streams: int = 2) -> Plan:
+    m, nr = instance.n_subcarriers, instance.n_rx
+    # entries spanning 400 decades and values without short decimal forms: exactness is tested
+    a = crandn(m, nr, streams) * 10.0 ** rng.uniform(-200, 200, size=(m, nr, streams))
+    a[0, 0, 0] = 1 / 3 - 1j / 7
+    return Plan(
+        method="airfl-lora",
+        rank=4,
+        streams=streams,
+        receive_beamformers=a,
+        power_scale=rng.uniform(0.5, 2.0, m) * 1e7,
+        instance_name=instance.name,
+        instance_digest=instance.digest(),
+        channel_seed=12,
+        channel_round=3,
+        metadata={
+            "objective": 0.1 + 0.2,
+            "solver": {"name": "x", "iters": [1, 2, 3]},
+            "note": "ünïcode",
+        },
+    )
+
+
+def _assert_same_plan(back: Plan, plan: Plan) -> None:
+    for name in ARRAYS:
+        a, b = getattr(back, name), getattr(plan, name)
+        if b is None:
+            assert a is None, name
+        else:
+            assert a.dtype == b.dtype and a.shape == b.shape, name
+            assert_array_equal(a, b)  # bit-exact: no tolerance
+    assert back.to_dict() == plan.to_dict()
+
+
+@pytest.mark.parametrize("suffix", [".json", ".npz"])
+def test_aircomp_plan_round_trip_is_exact(tmp_path, small_instance, crandn, rng, suffix):
+    plan = _aircomp_plan(small_instance, crandn, rng)
+    back = Plan.load(plan.save(tmp_path / f"plan{suffix}"))
+    _assert_same_plan(back, plan)
+    assert back.receive_beamformers.dtype == np.complex128
+    assert (back.channel_seed, back.channel_round) == (12, 3)
+    assert back.metadata["objective"] == 0.1 + 0.2
+
+
+@pytest.mark.parametrize("suffix", [".json", ".npz"])
+def test_digital_plan_round_trip_is_exact(tmp_path, small_instance, rng, suffix):
+    plan = Plan(
+        method="soft",
+        rank=2,
+        streams=1,
+        bandwidth_hz=rng.uniform(1e4, 1e5, small_instance.n_devices),
+        sparsity=np.array([0.0, 1 / 3, 0.999]),
+    )
+    back = Plan.load(plan.save(tmp_path / f"digital{suffix}"))
+    _assert_same_plan(back, plan)
+    assert back.receive_beamformers is None and back.channel_seed is None
+    plan.check(small_instance)
+
+
+def test_dict_round_trip_and_scaled_beamformers(small_instance, crandn, rng):
+    plan = _aircomp_plan(small_instance, crandn, rng)
+    _assert_same_plan(Plan.from_dict(json.loads(json.dumps(plan.to_dict()))), plan)
+    # the beamformers used on the air are c_m A_m
+    want = plan.receive_beamformers * plan.power_scale[:, None, None]
+    assert_array_equal(plan.beamformers(), want)
+    unscaled = Plan(method="x", rank=1, streams=2, receive_beamformers=plan.receive_beamformers)
+    assert_array_equal(unscaled.beamformers(), plan.receive_beamformers)
+    with pytest.raises(PlanError, match=r"plan of method 'soft' has no receive beamformers"):
+        Plan(method="soft", rank=1, streams=1).beamformers()
+    with pytest.raises(ValueError):  # plans are immutable: arrays are read-only
+        plan.receive_beamformers[0, 0, 0] = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Plan.check against an instance
+# ---------------------------------------------------------------------------------------------
+def test_check_accepts_matching_plan(small_instance, crandn, rng):
+    plan = _aircomp_plan(small_instance, crandn, rng)
+    assert plan.check(small_instance) is plan
+
+
+@pytest.mark.parametrize(
+    "changes, fragments",
+    [
+        ({"rank": 33}, ["rank: got 33", "allow 1..32"]),
+        ({"streams": 3, "a_shape": (4, 4, 3)}, ["streams: got L = 3", "min(N_t, N_r) = 2"]),
+        (
+            {"a_shape": (4, 5, 2)},
+            ["receive_beamformers: shape (4, 5, 2)", "M = 4 subcarriers", "N_r = 4 antennas"],
+        ),
+        (
+            {"a_shape": (8, 4, 2)},
+            ["receive_beamformers: shape (8, 4, 2)", "M = 4 subcarriers", "N_r = 4 antennas"],
+        ),
+        ({"bandwidth_hz": np.ones(4)}, ["bandwidth_hz: 4 values", "K = 3 devices"]),
+        ({"sparsity": np.zeros(2)}, ["sparsity: 2 values", "K = 3 devices"]),
+    ],
+)
+def test_check_rejects_mismatch(small_instance, crandn, changes, fragments):
+    changes = dict(changes)
+    shape = changes.pop("a_shape", (4, 4, 2))
+    kwargs = {"method": "x", "rank": 2, "streams": shape[2], "receive_beamformers": crandn(*shape)}
+    kwargs.update(changes)
+    plan = Plan(**kwargs)
+    with pytest.raises(PlanError) as exc:
+        plan.check(small_instance)
+    msg = str(exc.value)
+    assert "plan does not fit instance 'small'" in msg
+    for fragment in fragments:
+        assert fragment in msg, f"{fragment!r} not in {msg!r}"
+
+
+def test_check_reports_every_problem(small_instance, crandn):
+    plan = Plan(method="x", rank=64, streams=3, receive_beamformers=crandn(5, 6, 3))
+    msg = str(pytest.raises(PlanError, plan.check, small_instance).value)
+    assert msg.count(";") == 2 and "rank: got 64" in msg and "streams: got L = 3" in msg
+
+
+# ---------------------------------------------------------------------------------------------
+# bad plans
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"rank": 0}, r"rank: got 0, must be an integer >= 1"),
+        ({"streams": "2"}, r"streams: got '2', must be an integer >= 1"),
+        ({"rank": 2.0}, r"rank: got 2\.0, must be an integer >= 1"),
+        (
+            {"receive_beamformers": np.full((2, 3, 1), np.nan)},
+            r"receive_beamformers: contains NaN or inf",
+        ),
+        (
+            {"receive_beamformers": np.ones((2, 3, 2))},
+            r"receive_beamformers: expected shape \(M, N_r, L=1\), got \(2, 3, 2\)",
+        ),
+        (
+            {"receive_beamformers": np.ones((2, 3, 1)), "power_scale": np.ones(3)},
+            r"power_scale: expected shape \(2,\) \(one per subcarrier\), got \(3,\)",
+        ),
+        ({"sparsity": [0.1, 1.0]}, r"sparsity: values must lie in \[0, 1\), got \[0\.1, 1\.0\]"),
+        ({"bandwidth_hz": [1.0, -1.0]}, r"bandwidth_hz: values must be >= 0"),
+        (
+            {"schema_version": 9},
+            rf"schema_version: got 9, .*plan schema version {PLAN_SCHEMA_VERSION}",
+        ),
+    ],
+)
+def test_bad_plan_fields(kwargs, pattern):
+    base = {"method": "x", "rank": 1, "streams": 1}
+    with pytest.raises(PlanError, match=pattern):
+        Plan(**{**base, **kwargs})
+
+
+def test_bad_plan_files(tmp_path, small_instance, crandn, rng):
+    good = _aircomp_plan(small_instance, crandn, rng).to_dict()
+    cases = {
+        "typo.json": ({**good, "rnak": 2}, r"typo\.json: rnak: unknown field \(known: "),
+        "missing.json": (
+            {k: v for k, v in good.items() if k != "rank"},
+            r"missing\.json: rank: missing required field",
+        ),
+        "short.json": (
+            {**good, "power_scale": {"shape": [5], "real": [1.0]}},
+            r"short\.json: power_scale: 1 values do not fill shape \(5,\)",
+        ),
+        "list.json": ([1, 2], r"list\.json: expected a mapping, got list"),
+    }
+    for name, (data, pattern) in cases.items():
+        (tmp_path / name).write_text(json.dumps(data))
+        with pytest.raises(PlanError, match=pattern):
+            Plan.load(tmp_path / name)
+    (tmp_path / "broken.json").write_text('{"method": ')
+    with pytest.raises(PlanError, match=r"broken\.json: not a readable plan file"):
+        Plan.load(tmp_path / "broken.json")
+    np.savez(tmp_path / "nohdr.npz", receive_beamformers=np.ones((1, 1, 1)))
+    with pytest.raises(PlanError, match=r"nohdr\.npz: not a fedopt plan \(no 'header' array\)"):
+        Plan.load(tmp_path / "nohdr.npz")
+    with pytest.raises(PlanError, match=r"absent\.json: not a readable plan file"):
+        Plan.load(tmp_path / "absent.json")
