@@ -36,9 +36,11 @@ from typing import Any
 import numpy as np
 
 from fedopt.errors import SolverError
+from solvers._report import CERTIFY_RTOL
+from solvers._report import beamforming_result as _result
 from solvers.bounds import best_bound, single_device_values, top_eigenvalues
 from solvers.problem import BeamformingProblem
-from solvers.result import SolveResult, Status
+from solvers.result import SolveResult
 
 __all__ = [
     "CERTIFY_RTOL",
@@ -50,62 +52,8 @@ __all__ = [
     "BASELINES",
 ]
 
-#: objective ≤ (1 + CERTIFY_RTOL) · bound on every subcarrier certifies optimality.
-CERTIFY_RTOL = 1e-6
-
-
 def _herm(x: np.ndarray) -> np.ndarray:
     return np.conj(np.swapaxes(x, -1, -2))
-
-
-def _unit(A: np.ndarray) -> np.ndarray:
-    """Scale each A_m (M, N_r, L) to unit Frobenius norm."""
-    return A / np.sqrt(np.sum(np.abs(A) ** 2, axis=(1, 2), keepdims=True))
-
-
-def _result(
-    method: str,
-    problem: BeamformingProblem,
-    A: np.ndarray,
-    t0: float,
-    *,
-    description: str,
-    bound: np.ndarray | None = None,
-    options: dict[str, Any] | None = None,
-    terms: dict[str, float] | None = None,
-    iterations: int = 0,
-    evaluations: int = 1,
-) -> SolveResult:
-    """Package unit-norm beamformers as a SolveResult with objective, bound and status."""
-    A = _unit(A)
-    obj = problem.objective(A)
-    bnd = best_bound(problem) if bound is None else bound
-    ratio = obj / bnd
-    worst = float(np.max(ratio))
-    if worst <= 1.0 + CERTIFY_RTOL:
-        status = Status.OPTIMAL
-        msg = f"{description}; certified optimal (objective meets the lower bound)"
-    else:
-        status = Status.CONVERGED
-        msg = (
-            f"{description}; not certified: objective/bound up to {worst:.4g} "
-            f"(mean {float(np.mean(ratio)):.4g}) over {len(obj)} subcarriers"
-        )
-    return SolveResult(
-        method=method,
-        status=status,
-        message=msg,
-        solution=A,
-        objective=float(np.sum(obj)),
-        objective_per_subcarrier=obj,
-        terms=dict(terms or {}),
-        bound=float(np.sum(bnd)),
-        bound_per_subcarrier=bnd,
-        iterations=iterations,
-        evaluations=evaluations,
-        wall_time_s=time.perf_counter() - t0,
-        options=dict(options or {}),
-    )
 
 
 def _top_left_vectors(X: np.ndarray, n: int) -> np.ndarray:

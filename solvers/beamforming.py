@@ -66,12 +66,12 @@ def solve_beamforming(
     if method == "beamforming":
         from solvers.manifold import ManifoldOptions, manifold_beamforming
 
-        starts = [baselines.centroid(problem).solution, baselines.mrc_weakest(problem).solution]
+        starts = [baselines.centroid(problem).solution,
+                  baselines.mrc_weakest(problem, single_device_optimal=True).solution]
         if init is not None:
             starts += [init] if isinstance(init, np.ndarray) and init.ndim == 3 else list(init)
-        result = manifold_beamforming(problem, init=starts, rng=rng, callback=callback,
-                                      options=ManifoldOptions(**options))
-        return result
+        return manifold_beamforming(problem, init=starts, rng=rng, callback=callback,
+                                    options=ManifoldOptions(**options))
     if method not in baselines.BASELINES:
         raise ValueError(f"method: got {method!r}, must be one of {', '.join(BEAMFORMING_METHODS)}")
     return baselines.BASELINES[method](problem, rng=rng, **options)

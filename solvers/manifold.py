@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from solvers._report import beamforming_result
 from solvers.problem import BeamformingProblem
 from solvers.result import SolveResult, Status
 
@@ -158,7 +159,7 @@ class ManifoldOptions:
     n_random: int = 1
     ridge: float = 1e-12
     engine: str = "batched"
-    polish_iterations: int = 300
+    polish_iterations: int = 200
     polish_tol: float = 1e-9
 
 
@@ -258,8 +259,8 @@ def _simplex_projection(v: np.ndarray) -> np.ndarray:
     return np.maximum(v - theta[:, None], 0.0)
 
 
-def _polish_prox_linear(cost: LogMaxCost, A0: np.ndarray, options: ManifoldOptions
-                        ) -> tuple[np.ndarray, int]:
+def _polish_prox_linear(cost: LogMaxCost, A0: np.ndarray, options: ManifoldOptions,
+                        idx: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Polish on the true max: prox-linear steps for max_k y_k(A) on the sphere.
 
     Each step minimizes the linearized max plus a proximal term,
@@ -271,9 +272,8 @@ def _polish_prox_linear(cost: LogMaxCost, A0: np.ndarray, options: ManifoldOptio
     a smoothed max stall.
     """
     A = A0.copy()
-    cols = A.shape[0]
-    idx = np.arange(cols)
-    eta = np.full(cols, 0.1)
+    idx = np.arange(A.shape[0]) if idx is None else np.asarray(idx)
+    eta = np.full(idx.size, 0.1)
     lam = None
     it = 0
     while it < options.polish_iterations:
@@ -285,20 +285,23 @@ def _polish_prox_linear(cost: LogMaxCost, A0: np.ndarray, options: ManifoldOptio
         q = np.real(np.einsum("kcn,jcn->ckj", np.conj(gf), gf))  # (C, K, K)
         yc = y.T  # (C, K)
         fmax = yc.max(axis=1)
-        lam = _solve_simplex_qp(yc - fmax[:, None], q, eta, None)
+        lam = _solve_simplex_qp(yc - fmax[:, None], q, eta, lam)  # warm start
         d = -eta[:, None, None] * np.einsum("ck,kcrl->crl", lam, g)
         lin = yc + np.real(np.einsum("kcn,cn->ck", np.conj(gf), d.reshape(d.shape[0], -1)))
         pred = fmax - (lin.max(axis=1) + _sq(d) / (2 * eta))
         a_try = _retract(a_cur + d)
         y_try = cost.values(a_try, idx)
         actual = fmax - y_try.max(axis=0)
-        ok = (actual >= 0.1 * pred) & (pred > 0)
+        rho = np.where(pred > 0, actual / np.where(pred > 0, pred, 1.0), -1.0)
+        ok = rho >= 0.1
         A[idx[ok]] = a_try[ok]
-        eta = np.where(ok, np.minimum(eta * 2.0, 1e3), eta * 0.25)
+        # trust-region update of η: grow on a good model fit, shrink on a poor one
+        eta = np.where(rho >= 0.75, np.minimum(eta * 2.0, 1e3),
+                       np.where(rho >= 0.25, eta, eta * 0.3))
         # stop a column when the model predicts (almost) no decrease; an inexact QP solution
         # (pred <= 0) only shrinks η
         live = ~((pred >= 0) & (pred < options.polish_tol)) & (eta > 1e-12)
-        idx, eta = idx[live], eta[live]
+        idx, eta, lam = idx[live], eta[live], lam[live]
         if idx.size == 0:
             break
     return A, it
@@ -310,16 +313,19 @@ def _solve_simplex_qp(y: np.ndarray, q: np.ndarray, eta: np.ndarray, lam0) -> np
     lip = eta * np.linalg.norm(q, ord=2, axis=(1, 2)) + 1e-12
     lam = np.full((c, k), 1.0 / k) if lam0 is None else lam0
     z, t = lam.copy(), 1.0
-    for _ in range(_QP_ITERATIONS):
+    for i in range(_QP_ITERATIONS):
         grad = y - eta[:, None] * np.einsum("ckj,cj->ck", q, z)
         new = _simplex_projection(z + grad / lip[:, None])
         t_new = 0.5 * (1 + np.sqrt(1 + 4 * t * t))
         z = new + ((t - 1) / t_new) * (new - lam)
+        if i % 10 == 9 and np.max(np.abs(new - lam)) < 1e-12:
+            lam = new
+            break
         lam, t = new, t_new
     return lam
 
 
-_QP_ITERATIONS = 150
+_QP_ITERATIONS = 100
 _NONMONOTONE = 5
 _MAX_BACKTRACKS = 20
 _ARMIJO = 1e-4
@@ -395,7 +401,7 @@ def manifold_beamforming(
         raise ValueError(f"engine: got {options.engine!r}, must be 'batched' or 'pymanopt'")
     history: list[dict] = []
     iterations = 0
-    status, message = Status.CONVERGED, "continuation finished"
+    status = Status.CONVERGED
     for stage, tau in enumerate(options.temperatures):
         A, its = run_stage(cost, A, tau, options, max(options.min_gradient_norm, 1e-3 * tau))
         iterations += its
@@ -403,28 +409,28 @@ def manifold_beamforming(
         record = {"stage": stage, "tau": tau, "iterations": its, "objective": float(vals.sum())}
         history.append(record)
         if callback is not None and callback(record):
-            status, message = Status.STOPPED, f"stopped by callback after stage {stage}"
+            status = Status.STOPPED
             break
     if status is not Status.STOPPED and options.polish_iterations > 0:
-        A, its = _polish_prox_linear(cost, A, options)
+        # polish only the starts still competitive on their subcarrier (within 1 % in f)
+        ymax = cost.values(A).max(axis=0).reshape(n_starts, m)
+        competitive = (ymax <= ymax.min(axis=0) + np.log1p(0.01)).ravel()
+        A, its = _polish_prox_linear(cost, A, options, np.flatnonzero(competitive))
         iterations += its
         vals = problem.objective(_best(problem, A, n_starts)[0])
         history.append({"stage": "polish", "iterations": its, "objective": float(vals.sum())})
     best, starts_won = _best(problem, A, n_starts)
-    f = problem.objective(best)
-    from solvers.bounds import single_device_bound
-
-    bound = single_device_bound(problem)
-    return SolveResult(
-        method="manifold", status=status, message=message, solution=best,
-        objective=float(f.sum()), objective_per_subcarrier=f, bound=float(bound.sum()),
-        bound_per_subcarrier=bound, iterations=iterations, evaluations=cost.evaluations,
-        wall_time_s=time.perf_counter() - t0,
+    return beamforming_result(
+        "beamforming", problem, best, t0,
+        description=f"manifold optimization ({options.engine}, {n_starts} starts, "
+                    f"{len(options.temperatures)} smoothing stages + polish)",
+        iterations=iterations, evaluations=cost.evaluations,
+        override=Status.STOPPED if status is Status.STOPPED else None, history=history,
         options={"temperatures": list(options.temperatures),
-                 "max_iterations": options.max_iterations, "n_starts": n_starts,
-                 "n_random": options.n_random, "winning_start": np.bincount(
-                     starts_won, minlength=n_starts).tolist()},
-        history=history,
+                 "max_iterations": options.max_iterations,
+                 "polish_iterations": options.polish_iterations, "n_starts": n_starts,
+                 "n_random": options.n_random, "engine": options.engine,
+                 "winning_start": np.bincount(starts_won, minlength=n_starts).tolist()},
     )
 
 
