@@ -12,6 +12,7 @@ For each (N_r, K, L) of the grid we draw ``--draws`` independent i.i.d. Rayleigh
 - the single-device lower bound (any L).
 
 Run:  python -m benchmarks.beamforming [--quick] [--draws 20] [--out benchmarks/results]
+      python -m benchmarks.beamforming --timing [--repeats 5]   (wall-time ratios, L = 1)
 Prints a Markdown table and writes it, with the raw per-draw numbers as JSON, to --out.
 """
 
@@ -120,6 +121,31 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def timing(n_rx: int, k: int, draws: int, repeats: int, seed: int) -> dict:
+    """Wall time per subcarrier, L = 1: ours vs SDR + 200 randomizations with each SDR solver
+    order, medians over ``repeats`` side-by-side runs (ratios are what we report)."""
+    per = {"ours": [], "sdr_scs_first": [], "sdr_clarabel_first": []}
+    for rep in range(repeats):
+        problem = make_problem(n_rx, k, 1, draws, seed + rep)
+        _, t = _timed(lambda p=problem: solve_beamforming(p, "beamforming", rng=seed))
+        per["ours"].append(t / draws)
+        _, t = _timed(lambda p=problem: solve_beamforming(
+            p, "sdr", rng=seed, randomizations=200, solvers=("SCS", "CLARABEL")))
+        per["sdr_scs_first"].append(t / draws)
+        few = problem.subproblem(np.arange(min(draws, 4)))  # Clarabel is slow: 4 subcarriers
+        _, t = _timed(lambda p=few: solve_beamforming(
+            p, "sdr", rng=seed, randomizations=200, solvers=("CLARABEL", "SCS")))
+        per["sdr_clarabel_first"].append(t / few.shape[1])
+    med = {key: float(np.median(v)) for key, v in per.items()}
+    ratios = {
+        "t_sdr_scs/t_ours median": float(np.median(np.divide(per["sdr_scs_first"], per["ours"]))),
+        "t_sdr_clarabel/t_ours median": float(np.median(
+            np.divide(per["sdr_clarabel_first"], per["ours"]))),
+    }
+    return {"n_rx": n_rx, "k": k, "draws": draws, "repeats": repeats,
+            "seconds_per_subcarrier_median": med, **ratios, "raw": per}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a tiny grid for a smoke test")
@@ -127,7 +153,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-sdr", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--timing", action="store_true",
+                    help="only the L = 1 wall-time comparison at N_r = 32, K = 50")
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
+    if args.timing:
+        res = timing(32, 50, args.draws, args.repeats, args.seed)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "beamforming_timing.json").write_text(json.dumps(res, indent=1))
+        print(json.dumps({k: v for k, v in res.items() if k != "raw"}, indent=1))
+        return
     if args.quick:
         grid = [(8, 10, 1), (8, 10, 2)]
         draws = 3

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedopt.errors import ChannelFileError
+from fedopt.errors import ChannelFileError, InvalidArgumentError
 from fedopt.instance import Instance
 from fedopt.io import atomic_savez
 
@@ -166,9 +166,9 @@ def draw_channel(instance: Instance, seed: int, round: int = 0) -> Channel:
         Block-fading index t ≥ 0; rounds are independent draws.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: got {seed!r}, must be a non-negative integer")
+        raise InvalidArgumentError(f"seed: got {seed!r}, must be a non-negative integer")
     if isinstance(round, bool) or not isinstance(round, (int, np.integer)) or round < 0:
-        raise ValueError(f"round: got {round!r}, must be a non-negative integer")
+        raise InvalidArgumentError(f"round: got {round!r}, must be a non-negative integer")
     k, m, nr, nt = instance.n_devices, instance.n_subcarriers, instance.n_rx, instance.n_tx
     spec = instance.channel
     p_tap = spec.tap_powers()

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "FedOptError",
     "InvalidInstanceError",
+    "InvalidArgumentError",
     "ChannelFileError",
     "PlanError",
     "InfeasibleError",
@@ -42,6 +43,10 @@ class InvalidInstanceError(FedOptError, ValueError):
             lines = "\n".join(f"  - {e}" for e in self.errors)
             msg = f"invalid instance{where} ({len(self.errors)} problems):\n{lines}"
         super().__init__(msg)
+
+
+class InvalidArgumentError(FedOptError, ValueError):
+    """A function argument (seed, round, rank, ...) is out of its valid range."""
 
 
 class ChannelFileError(FedOptError, ValueError):
