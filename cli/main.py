@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import channel_cmd, instance_cmd, solve_cmd
+from cli import channel_cmd, gap_cmd, instance_cmd, solve_cmd
 
 app = typer.Typer(
     name="fedopt",
@@ -17,6 +17,7 @@ app = typer.Typer(
 app.add_typer(instance_cmd.app, name="instance")
 app.add_typer(channel_cmd.app, name="channel")
 app.command("solve")(solve_cmd.solve)
+app.command("gap")(gap_cmd.gap)
 
 
 def _print_version(value: bool) -> None:

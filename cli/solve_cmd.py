@@ -13,8 +13,16 @@ from cli._common import OutputFormat, print_json, user_errors
 
 
 class Method(str, Enum):
-    """Methods of ``fedopt solve``."""
+    """Methods of ``fedopt solve``: planners (choose r, L and beamformers) and beamforming-only
+    methods (one L; the rank block picks r)."""
 
+    airfl_lora = "airfl-lora"
+    alternating = "alternating"
+    exhaustive = "exhaustive"
+    fixed_rank = "fixed-rank"
+    single_stream = "single-stream"
+    centroid_plan = "centroid-plan"
+    random_plan = "random-plan"
     beamforming = "beamforming"
     centroid = "centroid"
     sdr = "sdr"
@@ -38,39 +46,29 @@ def progress(label: str, enabled: bool = True):
         task = bar.add_task(label, total=None)
 
         def update(record: dict) -> None:
-            stage = record.get("stage")
-            bar.update(task, description=f"{label}: stage {stage}, "
-                                         f"Σ MSE {record.get('objective', float('nan')):.4g}")
+            shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in record.items() if k in ("streams", "rank", "gap"))
+            bar.update(task, description=f"{label}: {shown}")
 
         yield update
-
-
-def default_rank(instance, streams: int) -> int:
-    """Largest candidate rank whose AirComp round latency meets the budget (or the largest)."""
-    ranks = sorted(instance.lora.ranks)
-    budget = instance.constraints.latency_budget_s
-    if budget is None:
-        return ranks[-1]
-    ok = [r for r in ranks if instance.aircomp_latency_s(r, streams) <= budget]
-    return ok[-1] if ok else ranks[0]
 
 
 def solve(
     source: Annotated[str, typer.Argument(help="Instance file (.yaml/.json) or preset name.")]
     = "default",
-    method: Annotated[Method, typer.Option("--method", "-m", help="Beamforming method.")]
-    = Method.beamforming,
+    method: Annotated[Method, typer.Option("--method", "-m", help="Planner or beamforming "
+                                           "method.")] = Method.airfl_lora,
     streams: Annotated[int | None, typer.Option(
-        "--streams", "-L", min=1, help="Spatial streams L (default: the largest the instance "
-        "allows; 1 for sdr).")] = None,
+        "--streams", "-L", min=1, help="Spatial streams L (planners: restrict the search to this "
+        "L; beamforming methods: default the largest the instance allows, 1 for sdr).")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Channel seed (and solver seed).")]
     = 0,
     round_: Annotated[int, typer.Option("--round", min=0, help="Block-fading round drawn.")] = 0,
     channel: Annotated[Path | None, typer.Option(
         "--channel", help="Use this channel .npz instead of drawing one.")] = None,
     rank: Annotated[int | None, typer.Option(
-        "--rank", min=1, help="LoRA rank recorded in the plan (default: the largest candidate "
-        "rank meeting the latency budget).")] = None,
+        "--rank", min=1, help="Fix the LoRA rank (fixed-rank default: the largest candidate "
+        "that meets the latency budget).")] = None,
     randomizations: Annotated[int, typer.Option(
         "--randomizations", min=0, help="Gaussian randomizations of the SDR method.")] = 200,
     output: Annotated[Path | None, typer.Option(
@@ -79,70 +77,72 @@ def solve(
     = OutputFormat.text,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
-    """Solve an instance's receive beamforming on one channel draw and print a plan summary."""
+    """Plan rank, streams and receive beamformers for an instance and print the plan."""
     with user_errors():
-        import numpy as np
-
         from fedopt.channel import Channel
         from fedopt.errors import InvalidInstanceError
         from fedopt.instance import load_instance
-        from fedopt.plan import Plan
-        from solvers.beamforming import beamforming_problem, solve_beamforming
+        from solvers.planner import plan
 
         inst = load_instance(source)
-        if streams is None:
-            streams = 1 if method is Method.sdr else max(inst.aircomp.streams)
-        if method is Method.sdr and streams != 1:
-            raise InvalidInstanceError(
-                f"--streams: got L = {streams}, the sdr method solves L = 1 only; use "
-                "--streams 1 or another method")
-        inst.validate_streams(streams)
-        r = inst.validate_rank(rank) if rank is not None else default_rank(inst, streams)
+        if method is Method.sdr:
+            if streams not in (None, 1):
+                raise InvalidInstanceError(
+                    f"--streams: got L = {streams}, the sdr method solves L = 1 only; use "
+                    "--streams 1 or another method")
+            streams = 1
+        if streams is not None:
+            inst.validate_streams(streams)
         ch = Channel.load(channel, instance=inst) if channel is not None else None
-        problem = beamforming_problem(inst, streams, channel=ch, seed=seed, round=round_)
         opts = {"randomizations": randomizations} if method is Method.sdr else {}
-        with progress(f"solving {inst.name} ({method.value}, L = {streams})",
+        with progress(f"solving {inst.name} ({method.value})",
                       enabled=not quiet and fmt is OutputFormat.text) as cb:
-            kwargs = {"callback": cb} if method is Method.beamforming else {}
-            result = solve_beamforming(problem, method.value, rng=seed, **kwargs, **opts)
-        mse = result.objective_per_subcarrier
-        bound = result.bound_per_subcarrier
-        scale = np.sqrt(mse / inst.noise_power_w)  # ‖A_m‖ at full power: MSE = σ²‖A‖²
-        plan = Plan(
-            method=method.value, rank=r, streams=streams, receive_beamformers=result.solution,
-            power_scale=scale, instance_name=inst.name, instance_digest=inst.digest(),
-            channel_seed=None if ch is not None else seed,
-            channel_round=None if ch is not None else round_,
-            metadata={"objective": result.objective, "status": result.status.value,
-                      "wall_time_s": result.wall_time_s},
-        )
+            result = plan(inst, method.value, channel=ch, seed=seed, round=round_,
+                          streams=None if streams is None else [streams], rank=rank,
+                          callback=cb, **opts)
+        p = result.solution
         if output is not None:
-            plan.save(output)
-        latency = float(inst.aircomp_latency_s(r, streams))
-        summary = {
-            "method": method.value,
-            "status": result.status.value,
-            "message": result.message,
-            "instance": inst.name,
-            "streams": streams,
-            "rank": r,
-            "seed": seed,
-            "round": round_,
-            "objective": result.objective,
-            "mse": mse.tolist(),
-            "lower_bound": bound.tolist(),
-            "bound_ratio": (mse / bound).tolist(),
-            "airtime_s": float(inst.airtime_s(r, streams)),
-            "latency_s": latency,
-            "latency_budget_s": inst.constraints.latency_budget_s,
-            "iterations": result.iterations,
-            "wall_time_s": result.wall_time_s,
-            "plan": str(output) if output is not None else None,
-        }
+            p.save(output)
+        summary = plan_summary(result, inst, seed=seed, round_=round_, output=output)
         if fmt is OutputFormat.json:
             print_json(summary)
         else:
             typer.echo(render_summary(summary, inst))
+
+
+def plan_summary(result, inst, *, seed: int, round_: int, output: Path | None) -> dict:
+    """The JSON summary of a planner result (keys are a public contract)."""
+    p = result.solution
+    meta = p.metadata
+    mse = result.objective_per_subcarrier
+    bound = result.bound_per_subcarrier
+    return {
+        "method": result.method,
+        "status": result.status.value,
+        "message": result.message,
+        "instance": inst.name,
+        "rank": p.rank,
+        "streams": p.streams,
+        "seed": seed,
+        "round": round_,
+        "gap": result.objective,
+        "gap_terms": dict(result.terms),
+        "objective": float(mse.sum()),
+        "mse": mse.tolist(),
+        "lower_bound": bound.tolist(),
+        "bound_ratio": (mse / bound).tolist(),
+        "airtime_s": meta["airtime_s"],
+        "latency_s": meta["latency_s"],
+        "latency_budget_s": meta["latency_budget_s"],
+        "energy_j_max": meta["energy_j_max"],
+        "energy_j_mean": meta["energy_j_mean"],
+        "beamforming_method": meta["beamforming_method"],
+        "search": meta["search"],
+        "beamforming_solves": meta["beamforming_solves"],
+        "iterations": result.iterations,
+        "wall_time_s": result.wall_time_s,
+        "plan": str(output) if output is not None else None,
+    }
 
 
 def render_summary(s: dict, inst) -> str:
@@ -158,8 +158,11 @@ def render_summary(s: dict, inst) -> str:
         f" (budget {budget * 1e3:.0f} ms, {'met' if s['latency_s'] <= budget else 'EXCEEDED'})"
         if budget is not None else "")
     rows = [
-        ("plan", f"{s['method']} on {s['instance']}: L = {s['streams']} streams, rank r = "
-                 f"{s['rank']}"),
+        ("plan", f"{s['method']} on {s['instance']}: rank r = {s['rank']}, L = {s['streams']} "
+                 f"streams ({s['search']} search, {s['beamforming_method']} beamformers, "
+                 f"{s['beamforming_solves']} beamforming solve(s))"),
+        ("predicted gap", f"{s['gap']:.4g} = " + " + ".join(
+            f"{v:.3g} {k}" for k, v in s["gap_terms"].items())),
         ("status", f"{s['status']} — {s['message']}"),
         ("channel", f"seed {s['seed']}, round {s['round']}"),
         ("Σ_m MSE_m", f"{s['objective']:.4e} (unit-power symbols; "
@@ -172,7 +175,9 @@ def render_summary(s: dict, inst) -> str:
         ("airtime per round", f"{s['airtime_s'] * 1e3:.2f} ms "
                               f"({inst.ofdm_symbols(s['rank'], s['streams'])} OFDM symbols)"),
         ("round latency", lat),
-        ("solve time", f"{s['wall_time_s']:.2f} s, {s['iterations']} iterations"),
+        ("energy per device", f"max {s['energy_j_max'] * 1e3:.3g} mJ, mean "
+                              f"{s['energy_j_mean'] * 1e3:.3g} mJ per round (transmit)"),
+        ("solve time", f"{s['wall_time_s']:.2f} s"),
     ]
     if s["plan"]:
         rows.append(("plan written", s["plan"]))

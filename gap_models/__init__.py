@@ -1,1 +1,7 @@
-"""Closed-form optimality-gap models (spec 03)."""
+"""Closed-form optimality-gap models (spec 03). May import :mod:`fedopt`, never solvers."""
+
+from gap_models.airfl import TERM_NAMES, AirFLGap, GapConstants, RankTruncation
+from gap_models.factor_error import factor_covariance, factor_error_terms
+
+__all__ = ["AirFLGap", "GapConstants", "RankTruncation", "TERM_NAMES", "factor_covariance",
+           "factor_error_terms"]

@@ -71,19 +71,26 @@ class LogMaxCost:
         scale = np.sqrt(np.mean(np.abs(H) ** 2, axis=(0, 2, 3)))  # (M',)
         scale = np.where(scale > 0, scale, 1.0)
         self.H = H / scale[None, :, None, None]
-        self.Hh = np.conj(np.swapaxes(self.H, -1, -2))
+        k, cols, nr, nt = self.H.shape
+        # per column, all devices side by side: H_cat = [H_1, …, H_K] (N_r × K N_t), so that
+        # the products with A and the sum over devices of the gradient are one GEMM per column
+        self.Hcat = np.ascontiguousarray(np.moveaxis(self.H, 0, 2).reshape(cols, nr, k * nt))
+        self.Hhcat = np.ascontiguousarray(np.conj(np.swapaxes(self.Hcat, -1, -2)))
         self.log_c = log_c
         self.ridge = ridge
         self.evaluations = 0
 
     def device_terms(self, A: np.ndarray, cols: np.ndarray | None = None):
         """t_k = tr((A^H G_k A)^{-1}) and the pieces needed for the gradient."""
-        hh = self.Hh if cols is None else self.Hh[:, cols]
-        hha = hh @ A[None]  # (K, M', N_t, L)
+        hh = self.Hhcat if cols is None else self.Hhcat[cols]
+        k, nt = self.H.shape[0], self.H.shape[3]
+        hha = (hh @ A).reshape(A.shape[0], k, nt, A.shape[2]).swapaxes(0, 1)  # (K, M', N_t, L)
         c = np.conj(np.swapaxes(hha, -1, -2)) @ hha  # (K, M', L, L)
         lsz = c.shape[-1]
         tr = np.real(np.diagonal(c, axis1=-2, axis2=-1).sum(-1))
-        c = c + (self.ridge * tr / lsz)[..., None, None] * np.eye(lsz)
+        # the floor keeps c invertible when A is exactly orthogonal to a device (tr = 0, e.g.
+        # a centroid/MRC start on orthogonal channels); it is far below any generic ridge
+        c = c + np.maximum(self.ridge * tr / lsz, _RIDGE_FLOOR)[..., None, None] * np.eye(lsz)
         cinv = np.linalg.inv(c)
         t = np.real(np.diagonal(cinv, axis1=-2, axis2=-1).sum(-1))  # (K, M')
         return hha, cinv, t
@@ -124,8 +131,9 @@ class LogMaxCost:
         p = w / sw  # softmax weights (K, M')
         z = hha @ (cinv @ cinv)  # (K, M', N_t, L)
         z = z * (p / t)[..., None, None]
-        h = self.H if cols is None else self.H[:, cols]
-        grad = -2.0 * (h @ z).sum(axis=0) + 2.0 * A / norm2[:, None, None]
+        hc = self.Hcat if cols is None else self.Hcat[cols]
+        zc = z.swapaxes(0, 1).reshape(A.shape[0], -1, A.shape[2])  # (M', K N_t, L)
+        grad = -2.0 * (hc @ zc) + 2.0 * A / norm2[:, None, None]
         return lse, grad
 
 
@@ -326,6 +334,7 @@ def _solve_simplex_qp(y: np.ndarray, q: np.ndarray, eta: np.ndarray, lam0) -> np
 
 
 _QP_ITERATIONS = 100
+_RIDGE_FLOOR = 1e-100  # absolute (H is normalized per column): cinv² stays far from overflow
 _NONMONOTONE = 5
 _MAX_BACKTRACKS = 20
 _ARMIJO = 1e-4

@@ -96,8 +96,23 @@ class BeamformingProblem:
         return self.phi[:, None] ** 2 / self.p_sub
 
     def objective(self, A: np.ndarray) -> np.ndarray:
-        """f(A_m) per subcarrier, shape (M,) (scale invariant)."""
-        return aircomp.objective(A, self.H, self.phi, self.p_sub, self.sigma2)
+        """f(A_m) per subcarrier, shape (M,) (scale invariant).
+
+        ``+inf`` on a subcarrier where A_m^H G_k A_m is singular for some device (A_m blind to
+        that device, e.g. a centroid or MRC beamformer orthogonal to it on orthogonal channels,
+        spec 02 §6.5): a property of that beamformer, not of the problem, so it is not an error.
+        """
+        try:
+            return aircomp.objective(A, self.H, self.phi, self.p_sub, self.sigma2)
+        except InfeasibleError:
+            out = np.empty(self.H.shape[1])
+            for j in range(out.size):  # only on this rare path: find the singular subcarriers
+                try:
+                    out[j] = aircomp.objective(A[j:j + 1], self.H[:, j:j + 1], self.phi,
+                                               self.p_sub[:, j:j + 1], self.sigma2)[0]
+                except InfeasibleError:
+                    out[j] = np.inf
+            return out
 
     def subproblem(self, subcarriers) -> BeamformingProblem:
         """The problem restricted to some subcarriers."""
