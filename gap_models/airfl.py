@@ -104,7 +104,13 @@ class RankTruncation:
     """
 
     def __init__(self, values: np.ndarray):
-        values = np.asarray(values, dtype=float)
+        try:  # complex, text or mapping input is a bad spectrum, not a numpy error
+            raw = np.asarray(values)
+            if np.iscomplexobj(raw):
+                raise TypeError("complex singular values")
+            values = raw.astype(float)
+        except (TypeError, ValueError):
+            values = np.empty(0)
         if values.ndim != 1 or values.size == 0 or np.any(~np.isfinite(values)) or np.any(
             values < 0
         ):
@@ -210,7 +216,13 @@ class AirFLGap:
         ranks_a = np.asarray(ranks)
         t = self.rounds(ranks_a, streams)
         shape = np.broadcast(ranks_a, np.asarray(streams), np.asarray(mse_sum)).shape
-        contraction = c.initial_gap * c.contraction_factor ** t
+        # (1 − λμ)^T by Python's float power on each distinct T: numpy's array power loop can
+        # differ from the scalar one in the last bit, and the vectorized terms must equal the
+        # scalar calls exactly (spec 03 §5)
+        t_flat = np.asarray(t, dtype=float).ravel()
+        t_vals, inverse = np.unique(t_flat, return_inverse=True)
+        powers = np.array([c.contraction_factor ** float(x) for x in t_vals])
+        contraction = c.initial_gap * powers[inverse.ravel()].reshape(np.shape(t))
         sampling = c.noise_gain * c.grad_variance / (self.instance.n_devices * c.batch_size)
         distortion = c.noise_gain * self.distortion(ranks_a, streams, mse_sum)
         truncation = 0.5 * c.smoothness * self.truncation.energy_beyond(ranks_a,

@@ -91,7 +91,7 @@ class LogMaxCost:
         # the floor keeps c invertible when A is exactly orthogonal to a device (tr = 0, e.g.
         # a centroid/MRC start on orthogonal channels); it is far below any generic ridge
         c = c + np.maximum(self.ridge * tr / lsz, _RIDGE_FLOOR)[..., None, None] * np.eye(lsz)
-        cinv = np.linalg.inv(c)
+        cinv = 1.0 / c if lsz == 1 else np.linalg.inv(c)  # L = 1: a scalar reciprocal
         t = np.real(np.diagonal(cinv, axis1=-2, axis2=-1).sum(-1))  # (K, M')
         return hha, cinv, t
 

@@ -189,6 +189,8 @@ def plan(
         spec = dict(PLAN_METHODS[method])
     elif method in BEAMFORMING_METHODS:
         spec = {"search": "exhaustive", "beamforming": method, "single_l": True}
+        if method == "sdr":
+            spec["streams"] = (1,)  # the SDR baseline solves L = 1 only (spec 02 §4)
     else:
         valid = ", ".join([*PLAN_METHODS, *BEAMFORMING_METHODS])
         raise ValueError(f"method: got {method!r}, must be one of {valid}")

@@ -91,9 +91,9 @@ def test_single_device_reaches_the_closed_form(rng, streams):
     assert_allclose(res.objective_per_subcarrier, expected, rtol=RTOL_OPT)
     assert res.status is Status.OPTIMAL  # certified by the single-device bound
     assert_allclose(np.linalg.norm(res.solution, axis=(1, 2)), 1.0, rtol=1e-12)  # rounding
-    if streams > 1:
+    if streams > 1:  # the oracle discriminates: orthonormal columns miss it on some draw
         grassmann = SIGMA2 * p.weights()[0] * streams * np.sum(1.0 / lam, axis=-1)
-        assert np.all(res.objective_per_subcarrier < grassmann * (1 - 1e-3))
+        assert np.any(grassmann > expected * (1 + 1e-3))
 
 
 @pytest.mark.parametrize("k", [3, 5, 6])
