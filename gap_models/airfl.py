@@ -144,7 +144,7 @@ class RankTruncation:
             if path.suffix == ".json":
                 import json
 
-                return cls(np.asarray(json.loads(path.read_text()), dtype=float))
+                return cls(json.loads(path.read_text()))  # the constructor validates
             return cls(np.loadtxt(path, dtype=float, ndmin=1))
         except (OSError, ValueError, KeyError) as exc:
             raise InvalidArgumentError(f"{path}: cannot read a singular-value spectrum ({exc})"
