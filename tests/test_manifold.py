@@ -55,8 +55,13 @@ def _subset(problem, devices=None, rx=None):
     h = problem.H[devices]
     if rx is not None:
         h = h[:, :, :rx]
-    return BeamformingProblem(H=h, phi=problem.phi[devices], p_sub=problem.p_sub[devices],
-                              sigma2=problem.sigma2, streams=problem.streams)
+    return BeamformingProblem(
+        H=h,
+        phi=problem.phi[devices],
+        p_sub=problem.p_sub[devices],
+        sigma2=problem.sigma2,
+        streams=problem.streams,
+    )
 
 
 def _solve(problem, **options):
@@ -137,6 +142,7 @@ def test_bound_is_below_the_value(rng, k, nt, streams):
     bound = best_bound(p)
     assert_allclose(res.bound_per_subcarrier, bound, rtol=1e-12)  # same closed form
     assert np.all(res.objective_per_subcarrier >= bound * (1 - RTOL_BOUND))
+    # the report re-evaluates f at the returned A, and sums it: rounding only
     assert_allclose(res.objective_per_subcarrier, p.objective(res.solution), rtol=1e-12)
     assert_allclose(res.objective, res.objective_per_subcarrier.sum(), rtol=1e-12)
     assert res.ratio is not None and res.ratio >= 1 - RTOL_BOUND
@@ -171,8 +177,7 @@ def test_not_worse_than_sdr_randomization_for_many_devices(rng):
         ours = _solve(p, n_random=10)
         # 1e-6: ties where the randomization also finds the optimum (gaps ≤ 2e-7 seen, the polish
         # tolerance)
-        assert np.all(ours.objective_per_subcarrier
-                      <= sdr.objective_per_subcarrier * (1 + 1e-6)), k
+        assert np.all(ours.objective_per_subcarrier <= sdr.objective_per_subcarrier * (1 + 1e-6)), k
         assert np.all(ours.objective_per_subcarrier >= sdr.bound_per_subcarrier * (1 - RTOL_BOUND))
 
 
@@ -197,8 +202,7 @@ RTOL_MONOTONE = 1e-5
 @pytest.mark.parametrize("nt,streams", [(1, 1), (2, 2)])
 def test_adding_a_device_never_lowers_the_value(rng, nt, streams):
     p = _problem(rng, 5, 6, 5, nt, streams, spread_db=6.0)
-    values = [_solve(_subset(p, devices=slice(0, k))).objective_per_subcarrier
-              for k in range(1, 6)]
+    values = [_solve(_subset(p, devices=slice(0, k))).objective_per_subcarrier for k in range(1, 6)]
     for k in range(4):
         assert np.all(values[k + 1] >= values[k] * (1 - RTOL_MONOTONE)), k + 1
 
@@ -230,11 +234,13 @@ def test_permuting_devices_keeps_the_value(rng, nt, streams):
     perm = rng.permutation(5)
     while np.array_equal(perm, np.arange(5)):
         perm = rng.permutation(5)
-    q = BeamformingProblem(H=p.H[perm], phi=p.phi[perm], p_sub=p.p_sub[perm], sigma2=SIGMA2,
-                           streams=streams)
+    q = BeamformingProblem(
+        H=p.H[perm], phi=p.phi[perm], p_sub=p.p_sub[perm], sigma2=SIGMA2, streams=streams
+    )
     # same starts and equivariant steps; only the summation order (rounding) differs
-    assert_allclose(_solve(q).objective_per_subcarrier, _solve(p).objective_per_subcarrier,
-                    rtol=RTOL_OPT)
+    assert_allclose(
+        _solve(q).objective_per_subcarrier, _solve(p).objective_per_subcarrier, rtol=RTOL_OPT
+    )
 
 
 def test_scaling_the_channels_scales_the_value(rng):
@@ -255,7 +261,7 @@ def _cost(rng, k, cols, nr, nt, dominant=None):
     h = _cn(rng, k, cols, nr, nt) * np.sqrt(1e-9 * 10.0 ** (-rng.uniform(0, 1, (k, 1, 1, 1))))
     log_c = np.log(rng.uniform(0.5, 2.0, (k, 1)) ** 2 / rng.uniform(0.005, 0.02, (k, cols)))
     if dominant is not None:
-        log_c[dominant] += 30.0  # this device's y_k exceeds the others' by ≥ ~20 for any A
+        log_c[dominant] += 30.0  # this device's y_k then exceeds the others' by far (> 10 checked)
     return LogMaxCost(h, log_c)
 
 
@@ -272,15 +278,19 @@ def test_euclidean_gradient_matches_finite_differences(rng, streams, tau):
         e = _cn(rng, 5, 4, streams)
         fd = (cost(a + step * e, tau)[0] - cost(a - step * e, tau)[0]) / (2 * step)
         exact = _re_inner(g, e)
-        # central differences: truncation ~step² f''' and rounding ~1e-16 |f|/step, both
-        # ≲ 1e-8 here; 1e-6 relative (the brief) still catches any wrong factor or sign
-        assert np.all(np.abs(fd - exact) <= 1e-6 * np.abs(exact)), (fd, exact)
+        # errors relative to ‖∇f‖‖E‖, the Cauchy–Schwarz scale of D f[E] (a direction nearly
+        # orthogonal to ∇f would make |D f[E]| itself meaningless as a scale). Central
+        # differences: truncation ~step² f''' and rounding ~1e-16 |f|/step, ≤ 4e-9 seen over
+        # 1200 draws; 1e-6 (the brief) still catches any wrong factor, sign or term.
+        scale = np.sqrt(_re_inner(e, e))
+        assert np.all(np.abs(fd - exact) <= 1e-6 * scale * np.sqrt(_re_inner(g, g)))
         for kk in range(4):  # every device's y_k + log ‖A‖² and its gradient
             yp = cost.values(a + step * e)[kk]
             ym = cost.values(a - step * e)[kk]
             fd_k = (yp - ym) / (2 * step)
             exact_k = _re_inner(g_dev[kk], e)
-            assert np.all(np.abs(fd_k - exact_k) <= 1e-6 * np.abs(exact_k)), kk
+            bound = 1e-6 * scale * np.sqrt(_re_inner(g_dev[kk], g_dev[kk]))  # as above
+            assert np.all(np.abs(fd_k - exact_k) <= bound), kk
     assert np.all(f0 >= y.max(axis=0))  # LSE_τ ≥ max (spec 04 §1)
     assert np.all(f0 <= y.max(axis=0) + tau * np.log(4) + 1e-12)  # ≤ max + τ log K, rounding
 
@@ -292,15 +302,17 @@ def test_riemannian_slope_test_on_the_sphere(rng, streams):
     # |f(R(A + tξ)) − f(A) − t⟨grad, ξ⟩| is O(t²): slope 2 in log-log, and the difference
     # quotient tends to −‖grad‖².
     cost = _cost(rng, 4, 5, 4, 2)
-    tau = 0.1
+    tau = 0.5  # smooth enough that t ≤ 1e-3 rad is in the asymptotic regime on every draw
     a = _unit(_cn(rng, 5, 4, streams))
     f0, g = cost(a, tau)
     tangent = g - _re_inner(a, g)[:, None, None] * a
-    # scale invariance: the Euclidean gradient is already tangent (ridge effects ~1e-12)
-    assert np.all(np.abs(_re_inner(a, g)) <= 1e-10 * np.sqrt(_re_inner(g, g)))
+    # scale invariance: the Euclidean gradient is already tangent, up to the ridge's omitted
+    # derivative, ≈ 1e-12 cond(A^H G_k A) (≤ 4.3e-8 seen over 600 draws; it is O(1) if the
+    # 2A/‖A‖² term is dropped)
+    assert np.all(np.abs(_re_inner(a, g)) <= 1e-6)
     xi = -tangent
     gn2 = _re_inner(tangent, tangent)
-    s = np.logspace(-2, -5, 7)  # step lengths along ξ/‖ξ‖, in radians
+    s = np.logspace(-3, -6, 7)  # step lengths along ξ/‖ξ‖, in radians
     errors, quotients = [], []
     for sj in s:
         t = sj / np.sqrt(gn2)  # per column
@@ -309,17 +321,19 @@ def test_riemannian_slope_test_on_the_sphere(rng, streams):
         quotients.append((ft - f0) / t)
     errors = np.array(errors)  # (steps, columns)
     slopes = np.polyfit(np.log10(s), np.log10(errors), 1)[0]
-    # a first-order error (wrong gradient) gives slope 1; the O(t³) term bends the fit a little
-    assert np.all(np.abs(slopes - 2.0) < 0.1), slopes
-    ratio = errors[:-1] / errors[1:]  # one step = half a decade: ≈ 10× per decade squared
+    # a wrong gradient gives slope 1; the O(t³) term bends the fit a little (≤ 0.03 seen over
+    # 120 draws), so 0.15 separates the two cases with a wide margin
+    assert np.all(np.abs(slopes - 2.0) < 0.15), slopes
+    # one step = half a decade, so O(t²) divides the error by ≈ 10 (9.3–11.8 seen)
+    ratio = errors[:-1] / errors[1:]
     assert np.all((ratio > 10**0.8) & (ratio < 10**1.2)), ratio
-    # difference quotient at s = 1e-5 rad: −‖grad‖² within O(s) relative
+    # difference quotient at s = 1e-6 rad: −‖grad‖² within O(s) relative
     assert_allclose(quotients[-1], -gn2, rtol=1e-3)
 
 
 def test_device_gradients_agree_with_the_smoothed_cost(rng):
-    # One device dominating by ≥ 20 in log units at τ = 1e-3: every other softmax weight is
-    # ≤ e^{-20000}, zero in float64, so LSE_τ is that device's y and the gradients coincide.
+    # One device dominating by > 10 in log units at τ = 1e-3: every other softmax weight is
+    # < e^{-10000}, zero in float64, so LSE_τ is that device's y and the gradients coincide.
     cost = _cost(rng, 4, 5, 4, 2, dominant=2)
     a = _cn(rng, 5, 4, 2)
     lse, g = cost(a, 1e-3)
@@ -333,7 +347,7 @@ def test_device_gradients_agree_with_the_smoothed_cost(rng):
     lse1, g1 = one(a, 0.5)
     y1, gd1 = one.device_gradients(a)
     assert_allclose(lse1, y1[0], rtol=1e-13)  # log Σ of one term: rounding
-    assert_allclose(g1, gd1[0], rtol=1e-12)
+    assert_allclose(g1, gd1[0], rtol=1e-12)  # weight exactly 1: same terms, rounding
 
 
 def test_cost_values_are_log_f_up_to_the_normalization(rng):
@@ -388,6 +402,7 @@ def test_callback_sees_every_stage_and_can_stop_the_run(rng):
     assert stopped.status is Status.STOPPED and stopped.success
     assert "stopped" in stopped.message
     assert stopped.solution.shape == (3, 4, 2)
+    # unit norm and the reported f re-evaluated at the solution: rounding only
     assert_allclose(np.linalg.norm(stopped.solution, axis=(1, 2)), 1.0, rtol=1e-12)
     assert_allclose(stopped.objective_per_subcarrier, p.objective(stopped.solution), rtol=1e-12)
     assert len(stopped.history) == 1  # stopped after the first stage, no polish
@@ -415,5 +430,7 @@ def test_init_with_the_wrong_shape_is_rejected(rng):
     p = _problem(rng, 3, 2, 4, 2, 2)
     with pytest.raises(ValueError, match=r"init: expected shape \(2, 4, 2\), got \(2, 4, 1\)"):
         _solve(p, init=np.ones((2, 4, 1), dtype=complex))
-    res = _solve(p, init=[np.ones((2, 4, 2), dtype=complex)])  # a right shape is used
+    # a right shape is used, even a degenerate one (rank one: f = +inf there, L = 2)
+    res = _solve(p, init=[np.ones((2, 4, 2), dtype=complex)])
     assert res.options["n_starts"] == 4  # centroid, MRC, the init, one random
+    assert np.all(np.isfinite(res.objective_per_subcarrier))
