@@ -1,8 +1,9 @@
 """Benchmark: manifold receive beamforming vs bounds and baselines (issue 3).
 
-For each (N_r, K, L) of the grid we draw ``--draws`` independent i.i.d. Rayleigh MIMO channels
-(N_t = 4 antennas per device, unequal path loss spread over 20 dB and unequal data shares), one per
-"subcarrier" so that all draws of a configuration are solved in one batched call, and compare
+For each (N_t, N_r, K, L) of the grid we draw ``--draws`` independent i.i.d. Rayleigh channels
+(N_t = 1 antenna per device with L = 1, and N_t = 4 with L ∈ {1, 2, 4}; path loss spread over
+20 dB, unequal data shares), one per "subcarrier" so that all draws of a configuration are solved
+in one batched call, and compare
 
 - ours: ``solve_beamforming(method="beamforming")`` with default options;
 - reference: the same solver with many random restarts and a longer continuation (the best
@@ -30,15 +31,15 @@ from solvers.beamforming import solve_beamforming
 from solvers.bounds import single_device_bound
 from solvers.problem import BeamformingProblem
 
-N_T = 4
 SIGMA2 = 1.0
 
 
-def make_problem(n_rx: int, k: int, streams: int, draws: int, seed: int) -> BeamformingProblem:
+def make_problem(n_rx: int, k: int, streams: int, draws: int, seed: int,
+                 n_tx: int = 4) -> BeamformingProblem:
     """i.i.d. Rayleigh channels with path loss spread over 20 dB; one draw per column."""
-    rng = np.random.default_rng([seed, n_rx, k, streams])
-    h = (rng.standard_normal((k, draws, n_rx, N_T))
-         + 1j * rng.standard_normal((k, draws, n_rx, N_T))) / np.sqrt(2)
+    rng = np.random.default_rng([seed, n_rx, k, streams, n_tx])
+    h = (rng.standard_normal((k, draws, n_rx, n_tx))
+         + 1j * rng.standard_normal((k, draws, n_rx, n_tx))) / np.sqrt(2)
     gain_db = rng.uniform(-20.0, 0.0, size=k)
     h *= np.sqrt(10 ** (gain_db / 10))[:, None, None, None]
     phi = rng.uniform(0.5, 1.5, size=k)
@@ -52,18 +53,19 @@ def _timed(fn):
     return out, time.perf_counter() - t0
 
 
-def run_config(n_rx: int, k: int, streams: int, draws: int, seed: int, sdr: bool) -> dict:
-    problem = make_problem(n_rx, k, streams, draws, seed)
+def run_config(n_rx: int, k: int, streams: int, draws: int, seed: int, sdr: bool,
+               n_tx: int = 4) -> dict:
+    problem = make_problem(n_rx, k, streams, draws, seed, n_tx)
     ours, t_ours = _timed(lambda: solve_beamforming(problem, "beamforming", rng=seed))
     ref, t_ref = _timed(lambda: solve_beamforming(
-        problem, "beamforming", rng=seed + 1, n_random=8, temperatures=(0.3, 0.1, 0.03, 0.01),
+        problem, "beamforming", rng=seed + 1, n_random=24, temperatures=(0.3, 0.1, 0.03, 0.01),
         max_iterations=400, polish_iterations=600))
     cen, t_cen = _timed(lambda: solve_beamforming(problem, "centroid"))
     f_ours = ours.objective_per_subcarrier
     best = np.minimum(f_ours, ref.objective_per_subcarrier)
     bound = single_device_bound(problem)
     row = {
-        "n_rx": n_rx, "k": k, "streams": streams, "draws": draws,
+        "n_rx": n_rx, "k": k, "streams": streams, "n_tx": n_tx, "draws": draws,
         "ours": f_ours.tolist(), "reference": ref.objective_per_subcarrier.tolist(),
         "centroid": cen.objective_per_subcarrier.tolist(), "single_device_bound": bound.tolist(),
         "t_ours": t_ours, "t_reference": t_ref, "t_centroid": t_cen,
@@ -86,7 +88,7 @@ def summarize(row: dict) -> dict:
     ours = np.asarray(row["ours"])
     best = np.asarray(row["best"])
     out = {
-        "n_rx": row["n_rx"], "k": row["k"], "L": row["streams"],
+        "N_t": row["n_tx"], "n_rx": row["n_rx"], "k": row["k"], "L": row["streams"],
         "ours/best med": np.median(ours / best), "ours/best max": np.max(ours / best),
         "within 1%": np.mean(ours <= 1.01 * best),
         "ours/single-dev bound med": np.median(ours / np.asarray(row["single_device_bound"])),
@@ -107,7 +109,7 @@ def summarize(row: dict) -> dict:
 
 
 def to_markdown(rows: list[dict]) -> str:
-    cols = ["n_rx", "k", "L", "ours/best med", "ours/best max", "within 1%",
+    cols = ["N_t", "n_rx", "k", "L", "ours/best med", "ours/best max", "within 1%",
             "ours/SDR-rand med", "ours/SDR-rand max", "ours<=SDR-rand", "ours/SDR bound med",
             "ours/single-dev bound med", "ours/centroid med", "ours<centroid", "t_ours (s)",
             "t_SDR/t_ours"]
@@ -122,11 +124,12 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def timing(n_rx: int, k: int, draws: int, repeats: int, seed: int) -> dict:
-    """Wall time per subcarrier, L = 1: ours vs SDR + 200 randomizations with each SDR solver
-    order, medians over ``repeats`` side-by-side runs (ratios are what we report)."""
+    """Wall time per subcarrier, L = 1, single-antenna devices: ours vs SDR + 200
+    randomizations with each SDR solver order, medians over ``repeats`` side-by-side runs
+    (ratios are what we report)."""
     per = {"ours": [], "sdr_scs_first": [], "sdr_clarabel_first": []}
     for rep in range(repeats):
-        problem = make_problem(n_rx, k, 1, draws, seed + rep)
+        problem = make_problem(n_rx, k, 1, draws, seed + rep, n_tx=1)
         _, t = _timed(lambda p=problem: solve_beamforming(p, "beamforming", rng=seed))
         per["ours"].append(t / draws)
         _, t = _timed(lambda p=problem: solve_beamforming(
@@ -164,15 +167,18 @@ def main() -> None:
         print(json.dumps({k: v for k, v in res.items() if k != "raw"}, indent=1))
         return
     if args.quick:
-        grid = [(8, 10, 1), (8, 10, 2)]
+        grid = [(8, 10, 1, 4), (8, 10, 2, 4), (8, 10, 1, 1)]
         draws = 3
     else:
-        grid = [(n, k, lsz) for n in (8, 16, 32, 64) for k in (10, 20, 50) for lsz in (1, 2, 4)]
+        # single-antenna devices (the classic L = 1 case of the SDR literature), then N_t = 4
+        grid = [(n, k, 1, 1) for n in (8, 16, 32, 64) for k in (10, 20, 50)]
+        grid += [(n, k, lsz, 4) for n in (8, 16, 32, 64) for k in (10, 20, 50)
+                 for lsz in (1, 2, 4)]
         draws = args.draws
     args.out.mkdir(parents=True, exist_ok=True)
     raw, table = [], []
-    for n_rx, k, lsz in grid:
-        row = run_config(n_rx, k, lsz, draws, args.seed, sdr=not args.no_sdr)
+    for n_rx, k, lsz, n_tx in grid:
+        row = run_config(n_rx, k, lsz, draws, args.seed, sdr=not args.no_sdr, n_tx=n_tx)
         raw.append(row)
         s = summarize(row)
         table.append(s)

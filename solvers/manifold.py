@@ -151,10 +151,17 @@ class ManifoldOptions:
     min_gradient_norm : float
         Riemannian gradient norm (per column, log-cost units) that ends the last stage;
         earlier stages stop at max(min_gradient_norm, 1e-3 τ).
-    n_random : int
-        Random initial points added to the structured ones.
+    n_random : int or None
+        Random initial points added to the structured ones; default 8 for L = 1 (the L = 1
+        landscape has many local minima when devices are single-antenna and K is large, and
+        a start costs little there) and 2 for L > 1.
     ridge : float
         Relative ridge on A^H G_k A.
+    polish_margin : float
+        Only starts whose objective is within this relative margin of the best start on their
+        subcarrier are polished.
+    polish_iterations, polish_tol : int, float
+        Budget and stopping threshold (predicted decrease, log units) of the prox-linear polish.
     engine : {"batched", "pymanopt"}
         ``"batched"``: Riemannian Barzilai–Borwein with a step size per column (default, see
         benchmarks/RESULTS.md); ``"pymanopt"``: pymanopt's ConjugateGradient on the product
@@ -164,15 +171,16 @@ class ManifoldOptions:
     temperatures: Sequence[float] = (0.1, 0.01)
     max_iterations: int = 150
     min_gradient_norm: float = 1e-7
-    n_random: int = 1
+    n_random: int | None = None
     ridge: float = 1e-12
     engine: str = "batched"
     polish_iterations: int = 200
     polish_tol: float = 1e-9
+    polish_margin: float = 0.01
 
 
-def _run_stage_pymanopt(cost: LogMaxCost, A0: np.ndarray, tau: float,
-                        options: ManifoldOptions, tol: float) -> tuple[np.ndarray, int]:
+def _run_stage_pymanopt(cost: LogMaxCost, A0: np.ndarray, tau: float, options: ManifoldOptions,
+                        tol: float) -> tuple[np.ndarray, int]:
     """One continuation stage with pymanopt's Riemannian CG on Oblique(2 N_r L, columns)."""
     import pymanopt
     from pymanopt.manifolds import Oblique
@@ -200,8 +208,8 @@ def _run_stage_pymanopt(cost: LogMaxCost, A0: np.ndarray, tau: float,
     return from_real(res.point, nr, lsz), res.iterations
 
 
-def _run_stage_batched(cost: LogMaxCost, A0: np.ndarray, tau: float,
-                       options: ManifoldOptions, tol: float) -> tuple[np.ndarray, int]:
+def _run_stage_batched(cost: LogMaxCost, A0: np.ndarray, tau: float, options: ManifoldOptions,
+                       tol: float) -> tuple[np.ndarray, int]:
     """One continuation stage of Riemannian Barzilai–Borwein descent with a per-column
     non-monotone Armijo backtracking line search.
 
@@ -396,7 +404,8 @@ def manifold_beamforming(
             if a.shape != (m, nr, lsz):
                 raise ValueError(f"init: expected shape {(m, nr, lsz)}, got {a.shape}")
             starts.append(a)
-    for _ in range(options.n_random):
+    n_random = options.n_random if options.n_random is not None else (8 if lsz == 1 else 2)
+    for _ in range(n_random):
         starts.append(rng.standard_normal((m, nr, lsz)) + 1j * rng.standard_normal((m, nr, lsz)))
     n_starts = len(starts)
     A = np.concatenate(starts, axis=0)  # (S·M, N_r, L): start-major
@@ -421,10 +430,10 @@ def manifold_beamforming(
             status = Status.STOPPED
             break
     if status is not Status.STOPPED and options.polish_iterations > 0:
-        # polish only the starts still competitive on their subcarrier (within 1 % in f)
+        # polish only the starts within polish_margin of the best start of their subcarrier
         ymax = cost.values(A).max(axis=0).reshape(n_starts, m)
-        competitive = (ymax <= ymax.min(axis=0) + np.log1p(0.01)).ravel()
-        A, its = _polish_prox_linear(cost, A, options, np.flatnonzero(competitive))
+        alive = np.flatnonzero(ymax <= ymax.min(axis=0) + np.log1p(options.polish_margin))
+        A, its = _polish_prox_linear(cost, A, options, alive)
         iterations += its
         vals = problem.objective(_best(problem, A, n_starts)[0])
         history.append({"stage": "polish", "iterations": its, "objective": float(vals.sum())})
@@ -438,7 +447,7 @@ def manifold_beamforming(
         options={"temperatures": list(options.temperatures),
                  "max_iterations": options.max_iterations,
                  "polish_iterations": options.polish_iterations, "n_starts": n_starts,
-                 "n_random": options.n_random, "engine": options.engine,
+                 "n_random": n_random, "engine": options.engine,
                  "winning_start": np.bincount(starts_won, minlength=n_starts).tolist()},
     )
 
