@@ -29,6 +29,7 @@ class Method(str, Enum):
     random = "random"
     mrc = "mrc"
     eigen = "eigen"
+    tsfa = "tsfa"
 
 
 @contextlib.contextmanager
@@ -76,8 +77,17 @@ def solve(
     fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
     = OutputFormat.text,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    sparsity: Annotated[float, typer.Option(
+        "--sparsity", help="tsfa: nominal sparsity ρ_nom in [0, 1) of the offline stage.")] = 0.0,
+    samples: Annotated[int, typer.Option(
+        "--samples", min=1, help="tsfa: channel rounds of the expected-latency estimate.")]
+    = 100,
 ) -> None:
-    """Plan rank, streams and receive beamformers for an instance and print the plan."""
+    """Plan rank, streams and receive beamformers (AirComp) or rank, sparsity and bandwidth
+    (``--method tsfa``, digital uplink) for an instance and print the plan."""
+    if method is Method.tsfa:
+        _solve_tsfa(source, seed, round_, sparsity, samples, output, fmt, quiet)
+        return
     with user_errors():
         from fedopt.channel import Channel
         from fedopt.errors import InvalidInstanceError
@@ -108,6 +118,65 @@ def solve(
             print_json(summary)
         else:
             typer.echo(render_summary(summary, inst))
+
+
+def _solve_tsfa(source: str, seed: int, round_: int, sparsity: float, samples: int,
+                output: Path | None, fmt: OutputFormat, quiet: bool) -> None:
+    with user_errors():
+        import numpy as np
+
+        from fedopt.instance import load_instance
+        from solvers.tsfa import plan_tsfa
+
+        inst = load_instance(source)
+        with progress(f"solving {inst.name} (tsfa)",
+                      enabled=not quiet and fmt is OutputFormat.text):
+            result = plan_tsfa(inst, seed=seed, round=round_, nominal_sparsity=sparsity,
+                               samples=samples)
+        p = result.solution
+        if output is not None:
+            p.save(output)
+        meta = p.metadata
+        summary = {
+            "method": "tsfa", "status": result.status.value, "message": result.message,
+            "instance": inst.name, "rank": p.rank, "seed": seed, "round": round_,
+            "objective": result.objective, "bound_terms": dict(result.terms),
+            "bandwidth_hz": p.bandwidth_hz.tolist(), "sparsity": p.sparsity.tolist(),
+            "kept_components": meta["kept_components"], "latency_s": meta["latency_s"],
+            "expected_latency_s": meta["expected_latency_s"],
+            "latency_budget_s": meta["latency_budget_s"],
+            "expected_latency_per_rank_s": dict(zip(
+                [str(r) for r in meta["selection"]["ranks"]],
+                meta["selection"]["expected_latency_s"], strict=True)),
+            "wall_time_s": result.wall_time_s,
+            "plan": str(output) if output is not None else None,
+        }
+        if fmt is OutputFormat.json:
+            print_json(summary)
+            return
+        bw = np.asarray(summary["bandwidth_hz"])
+        lat = summary["expected_latency_per_rank_s"]
+        rows = [
+            ("plan", f"tsfa on {inst.name}: rank r = {p.rank}, nominal sparsity "
+                     f"{summary['sparsity'][0]:.3g} ({summary['kept_components']} of {p.rank} "
+                     "components kept)"),
+            ("bound", f"{summary['objective']:.4g} = " + " + ".join(
+                f"{v:.3g} {k}" for k, v in summary["bound_terms"].items())),
+            ("status", f"{summary['status']} — {summary['message']}"),
+            ("expected latency", f"{summary['expected_latency_s']:.4g} s per round (average "
+                                 f"budget {summary['latency_budget_s']:.4g} s)"),
+            ("  per rank", ", ".join(f"r={r}: {v:.3g} s" for r, v in lat.items())),
+            ("this round", f"seed {seed}, round {round_}: min-max latency "
+                           f"{summary['latency_s']:.4g} s"),
+            ("bandwidth split", f"{bw.sum() / 1e6:.4g} MHz: min {bw.min() / 1e3:.4g} kHz, "
+                                f"median {np.median(bw) / 1e3:.4g} kHz, max "
+                                f"{bw.max() / 1e3:.4g} kHz"),
+            ("solve time", f"{summary['wall_time_s']:.2f} s"),
+        ]
+        if output is not None:
+            rows.append(("plan written", str(output)))
+        width = max(len(k) for k, _ in rows)
+        typer.echo("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
 
 
 def plan_summary(result, inst, *, seed: int, round_: int, output: Path | None) -> dict:

@@ -99,7 +99,7 @@ from solvers.bandwidth import allocate_min_latency, bandwidth_for_deadline
 from solvers.result import SolveResult, Status
 
 __all__ = ["EXACT_MAX_DEVICES", "RankSelection", "RoundDecision", "TSFAController",
-           "select_rank", "simulate"]
+           "select_rank", "simulate", "plan_tsfa"]
 
 LN2 = math.log(2.0)
 
@@ -1117,3 +1117,46 @@ def simulate(instance: Instance, rank: int, *, rounds: int, V: float, seed: int 
         "wall_time_s": time.perf_counter() - t0,
         "latency_s": latency.tolist(), "queue_s": queue_after.tolist(), "drop_error": drop.tolist(),
     }
+
+
+def plan_tsfa(instance: Instance, *, seed: int = 0, round: int = 0,
+              nominal_sparsity: float = 0.0, samples: int = 100,
+              avg_latency_budget_s: float | None = None) -> SolveResult:
+    """A digital-uplink plan: the offline rank (:func:`select_rank`) and, for the channel of
+    (seed, round), the nominal sparsity and the min-max-latency bandwidth split (spec 04 §3, §5).
+
+    Returns a :class:`~solvers.result.SolveResult` whose ``solution`` is a
+    :class:`~fedopt.plan.Plan` (rank, ``bandwidth_hz``, ``sparsity``; streams = 1, no
+    beamformers) with the expected latency per rank and this round's latency in its metadata;
+    ``objective`` and ``terms`` are the SOFT/TSFA bound at the chosen rank.
+    """
+    from fedopt.plan import Plan
+
+    t0 = time.perf_counter()
+    sel = select_rank(instance, avg_latency_budget_s=avg_latency_budget_s,
+                      nominal_sparsity=nominal_sparsity, samples=samples, seed=seed)
+    choice: RankSelection = sel.solution
+    r = choice.rank
+    m = int(kept_components(r, choice.nominal_sparsity))
+    k = instance.n_devices
+    c = snr_hz(instance, draw_channel(instance, seed, round=round))
+    alloc = allocate_min_latency(np.full(k, float(payload_bits(instance, r, m))),
+                                 instance.compute_time_s, c, instance.bandwidth_hz)
+    i = int(np.flatnonzero(choice.ranks == r)[0])
+    metadata = {"bound": sel.objective, "bound_terms": dict(sel.terms),
+                "latency_s": alloc.latency_s, "expected_latency_s": float(
+                    choice.expected_latency_s[i]), "latency_budget_s": choice.budget_s,
+                "kept_components": m, "selection": choice.to_dict()}
+    plan = Plan(method="tsfa", rank=r, streams=1,
+                bandwidth_hz=alloc.bandwidth_hz,
+                sparsity=np.full(k, 1.0 - m / r),
+                instance_name=instance.name, instance_digest=instance.digest(),
+                channel_seed=seed, channel_round=round, metadata=metadata)
+    return SolveResult(
+        method="tsfa", status=sel.status, message=sel.message + f"; round {round}: min-max "
+        f"latency {alloc.latency_s:.4g} s", solution=plan, objective=sel.objective,
+        terms=dict(sel.terms), iterations=sel.iterations, evaluations=sel.evaluations + 1,
+        wall_time_s=time.perf_counter() - t0,
+        options={"nominal_sparsity": choice.nominal_sparsity, "samples": samples,
+                 "seed": seed, "round": round},
+    )

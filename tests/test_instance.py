@@ -169,7 +169,10 @@ def test_derived_quantities_of_default(default_instance):
     dsz = np.asarray(inst.devices.dataset_size)
     assert_allclose(inst.weights, dsz / dsz.sum(), rtol=1e-15)  # φ_k = D_k / Σ D
     assert_allclose(inst.power_per_subcarrier_w * 64, 10 ** ((23 - 30) / 10), rtol=1e-12)
-    assert inst.bandwidth_hz == 64 * 30e3
+    assert inst.bandwidth_hz == 20e6  # constraints.bandwidth_hz of the preset (digital uplink)
+    no_bw = inst.to_dict()
+    del no_bw["constraints"]["bandwidth_hz"]
+    assert type(inst).from_dict(no_bw).bandwidth_hz == 64 * 30e3  # default: M · Δf
     assert inst.aircomp.streams == (1, 2, 3, 4)
     # T_cmp = E · b · FLOPs/sample / speed = 16 · 1e10 / 1e12
     assert_allclose(inst.compute_time_s, 0.16, rtol=1e-12)
