@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from cli._common import OutputFormat, print_json, user_errors
+from cli._common import OutputFormat, err, print_json, user_errors
 
 
 class Method(str, Enum):
@@ -86,7 +86,11 @@ def solve(
     """Plan rank, streams and receive beamformers (AirComp) or rank, sparsity and bandwidth
     (``--method tsfa``, digital uplink) for an instance and print the plan."""
     if method is Method.tsfa:
-        _solve_tsfa(source, seed, round_, sparsity, samples, output, fmt, quiet)
+        if streams is not None:
+            err("error: --streams: the tsfa method plans a digital (FDMA) uplink, which has no "
+                "spatial streams; drop --streams")
+            raise typer.Exit(code=2)
+        _solve_tsfa(source, seed, round_, sparsity, samples, output, fmt, quiet, rank, channel)
         return
     with user_errors():
         from fedopt.channel import Channel
@@ -121,18 +125,22 @@ def solve(
 
 
 def _solve_tsfa(source: str, seed: int, round_: int, sparsity: float, samples: int,
-                output: Path | None, fmt: OutputFormat, quiet: bool) -> None:
+                output: Path | None, fmt: OutputFormat, quiet: bool, rank: int | None,
+                channel: Path | None) -> None:
     with user_errors():
         import numpy as np
 
+        from fedopt.channel import Channel
         from fedopt.instance import load_instance
         from solvers.tsfa import plan_tsfa
 
         inst = load_instance(source)
+        ranks = None if rank is None else [inst.validate_rank(rank)]
+        ch = Channel.load(channel, instance=inst) if channel is not None else None
         with progress(f"solving {inst.name} (tsfa)",
                       enabled=not quiet and fmt is OutputFormat.text):
             result = plan_tsfa(inst, seed=seed, round=round_, nominal_sparsity=sparsity,
-                               samples=samples)
+                               samples=samples, ranks=ranks, channel=ch)
         p = result.solution
         if output is not None:
             p.save(output)

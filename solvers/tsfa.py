@@ -1121,25 +1121,28 @@ def simulate(instance: Instance, rank: int, *, rounds: int, V: float, seed: int 
 
 def plan_tsfa(instance: Instance, *, seed: int = 0, round: int = 0,
               nominal_sparsity: float = 0.0, samples: int = 100,
-              avg_latency_budget_s: float | None = None) -> SolveResult:
+              avg_latency_budget_s: float | None = None, ranks: Sequence[int] | None = None,
+              channel: Any = None) -> SolveResult:
     """A digital-uplink plan: the offline rank (:func:`select_rank`) and, for the channel of
     (seed, round), the nominal sparsity and the min-max-latency bandwidth split (spec 04 §3, §5).
 
     Returns a :class:`~solvers.result.SolveResult` whose ``solution`` is a
     :class:`~fedopt.plan.Plan` (rank, ``bandwidth_hz``, ``sparsity``; streams = 1, no
     beamformers) with the expected latency per rank and this round's latency in its metadata;
-    ``objective`` and ``terms`` are the SOFT/TSFA bound at the chosen rank.
+    ``objective`` and ``terms`` are the SOFT/TSFA bound at the chosen rank. ``ranks``
+    restricts the candidates (one rank fixes it); ``channel`` replaces the drawn round.
     """
     from fedopt.plan import Plan
 
     t0 = time.perf_counter()
     sel = select_rank(instance, avg_latency_budget_s=avg_latency_budget_s,
-                      nominal_sparsity=nominal_sparsity, samples=samples, seed=seed)
+                      nominal_sparsity=nominal_sparsity, samples=samples, seed=seed, ranks=ranks)
     choice: RankSelection = sel.solution
     r = choice.rank
     m = int(kept_components(r, choice.nominal_sparsity))
     k = instance.n_devices
-    c = snr_hz(instance, draw_channel(instance, seed, round=round))
+    c = snr_hz(instance, channel if channel is not None else draw_channel(instance, seed,
+                                                                          round=round))
     alloc = allocate_min_latency(np.full(k, float(payload_bits(instance, r, m))),
                                  instance.compute_time_s, c, instance.bandwidth_hz)
     i = int(np.flatnonzero(choice.ranks == r)[0])
@@ -1151,7 +1154,8 @@ def plan_tsfa(instance: Instance, *, seed: int = 0, round: int = 0,
                 bandwidth_hz=alloc.bandwidth_hz,
                 sparsity=np.full(k, 1.0 - m / r),
                 instance_name=instance.name, instance_digest=instance.digest(),
-                channel_seed=seed, channel_round=round, metadata=metadata)
+                channel_seed=None if channel is not None else seed,
+                channel_round=None if channel is not None else round, metadata=metadata)
     return SolveResult(
         method="tsfa", status=sel.status, message=sel.message + f"; round {round}: min-max "
         f"latency {alloc.latency_s:.4g} s", solution=plan, objective=sel.objective,
