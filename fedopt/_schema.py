@@ -83,26 +83,12 @@ class Reader:
         if not math.isfinite(value):
             self.errors.append(f"{name}: must be finite, got {value}")
             return None
-        bounds = []
-        if gt is not None and not value > gt:
-            bounds.append(f"> {gt:g}")
-        if ge is not None and not value >= ge:
-            bounds.append(f">= {ge:g}")
-        if lt is not None and not value < lt:
-            bounds.append(f"< {lt:g}")
-        if le is not None and not value <= le:
-            bounds.append(f"<= {le:g}")
-        if bounds:
-            allowed = " and ".join(
-                b
-                for b in (
-                    f"> {gt:g}" if gt is not None else None,
-                    f">= {ge:g}" if ge is not None else None,
-                    f"< {lt:g}" if lt is not None else None,
-                    f"<= {le:g}" if le is not None else None,
-                )
-                if b
-            )
+        limits = [(op, bound) for op, bound in ((">", gt), (">=", ge), ("<", lt), ("<=", le))
+                  if bound is not None]
+        inside = {">": value > (gt or 0), ">=": value >= (ge or 0), "<": value < (lt or 0),
+                  "<=": value <= (le or 0)}
+        if not all(inside[op] for op, _ in limits):
+            allowed = " and ".join(f"{op} {bound:g}" for op, bound in limits)
             self.errors.append(f"{name}: got {_fmt(value)}, must be {allowed}")
             return None
         return int(value) if integer else float(value)

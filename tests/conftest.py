@@ -50,11 +50,15 @@ def small_dict(small_instance: Instance) -> dict:
     return copy.deepcopy(small_instance.to_dict())
 
 
-def make_instance(base: Instance, **sections: dict) -> Instance:
-    """``base`` with some fields of some sections overridden (re-validated)."""
-    data = copy.deepcopy(base.to_dict())
+def make_instance(base: Instance | dict, **sections: dict | None) -> Instance:
+    """``base`` (an instance or a plain mapping) with some fields of some sections overridden
+    (re-validated); ``None`` drops a section (its defaults apply)."""
+    data = copy.deepcopy(base.to_dict() if isinstance(base, Instance) else dict(base))
     for section, changes in sections.items():
-        data[section].update(changes)
+        if changes is None:
+            data.pop(section, None)
+        else:
+            data.setdefault(section, {}).update(changes)
     return Instance.from_dict(data)
 
 
@@ -62,3 +66,22 @@ def make_instance(base: Instance, **sections: dict) -> Instance:
 def instance_builder() -> Callable[..., Instance]:
     """``instance_builder(base, server={"n_rx": 8}, ...)``: see :func:`make_instance`."""
     return make_instance
+
+
+@pytest.fixture
+def invoke():
+    """``invoke(*args)``: run the ``fedopt`` CLI in-process; user errors must end in a clean
+    exit (typer.Exit), never an uncaught exception or a traceback."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    runner = CliRunner()
+
+    def run(*args):
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+        assert "Traceback" not in result.output
+        return result
+
+    return run

@@ -9,26 +9,10 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import app
 from fedopt.instance import Instance
 from gap_models import TERM_NAMES
 from solvers.planner import evaluate, plan
-
-
-@pytest.fixture
-def invoke():
-    runner = CliRunner()
-
-    def run(*args):
-        result = runner.invoke(app, [str(a) for a in args])
-        # user errors end in typer.Exit (SystemExit), never in an uncaught exception
-        assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-        assert "Traceback" not in result.output
-        return result
-
-    return run
 
 
 @pytest.fixture

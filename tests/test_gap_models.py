@@ -4,12 +4,12 @@ factor-aggregation error of §2 by its algebraic identity and by Monte-Carlo."""
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 
 import numpy as np
 import pytest
+from conftest import make_instance
 from numpy.testing import assert_allclose, assert_array_equal
 
 from fedopt.channel import draw_channel
@@ -34,15 +34,7 @@ LEARNING = {"smoothness": 8.0, "pl_constant": 0.1, "step_size": 0.1, "grad_varia
             "spectrum_s1": 2.0, "spectrum_alpha": 0.7}
 
 
-def _variant(base: dict, **sections: dict | None) -> Instance:
-    """``base`` (a plain mapping) with fields of some sections changed; None drops a section."""
-    data = copy.deepcopy(base)
-    for section, changes in sections.items():
-        if changes is None:
-            data.pop(section, None)
-        else:
-            data.setdefault(section, {}).update(changes)
-    return Instance.from_dict(data)
+_variant = make_instance
 
 
 @pytest.fixture

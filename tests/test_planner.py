@@ -8,12 +8,12 @@ of spec 03 §1 (r* grows with P and with N_r).
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 
 import numpy as np
 import pytest
+from conftest import make_instance
 from numpy.testing import assert_array_equal
 from typer.testing import CliRunner
 
@@ -38,15 +38,7 @@ from solvers.problem import BeamformingProblem
 OPTIONS = {"sdr": {"randomizations": 20}}
 
 
-def _variant(base: dict, **sections: dict | None) -> Instance:
-    """``base`` (a plain mapping) with fields of some sections changed; None drops a section."""
-    data = copy.deepcopy(base)
-    for section, changes in sections.items():
-        if changes is None:
-            data.pop(section, None)
-        else:
-            data.setdefault(section, {}).update(changes)
-    return Instance.from_dict(data)
+_variant = make_instance
 
 
 @pytest.fixture

@@ -12,9 +12,7 @@ import json
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
-from typer.testing import CliRunner
 
-from cli.main import app
 from fedopt import aircomp
 from fedopt.channel import Channel, draw_channel
 from fedopt.instance import list_presets
@@ -24,19 +22,6 @@ from fedopt.plan import Plan
 # entries ~1e-5: float64 rounding, ~1e-15 seen; 1e-9 leaves room for other BLAS orderings.
 RTOL_PHYSICS = 1e-9
 
-
-@pytest.fixture
-def invoke():
-    runner = CliRunner()
-
-    def run(*args):
-        result = runner.invoke(app, [str(a) for a in args])
-        # user errors end in typer.Exit (SystemExit), never in an uncaught exception
-        assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-        assert "Traceback" not in result.output
-        return result
-
-    return run
 
 
 @pytest.fixture

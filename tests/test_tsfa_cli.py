@@ -33,19 +33,6 @@ SIMULATE_KEYS = {"rounds", "avg_latency_s", "latency_budget_s", "mean_queue", "f
                  "mean_sparsity", "mean_sparsification_error"}
 
 
-@pytest.fixture
-def invoke():
-    runner = CliRunner()
-
-    def run(*args):
-        result = runner.invoke(app, [str(a) for a in args])
-        # user errors end in typer.Exit (SystemExit), never in an uncaught exception
-        assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-        assert "Traceback" not in result.output
-        return result
-
-    return run
-
 
 def _small_file(tmp_path, small_dict, name: str, **constraints) -> tuple[Instance, str]:
     """``small`` (3 devices) with the given constraints only, saved as ``tmp_path/name.yaml``."""
