@@ -14,6 +14,8 @@ from numpy.testing import assert_allclose, assert_array_equal
 from fedopt.errors import FedOptError, InfeasibleError, InvalidArgumentError
 from solvers.bandwidth import (
     BandwidthAllocation,
+    _dbandwidth_dtau,
+    _Needs,
     allocate_min_latency,
     allocate_min_latency_cvxpy,
     bandwidth_for_deadline,
@@ -125,9 +127,57 @@ def test_at_the_optimum_every_device_finishes_at_tau_and_the_band_is_used(rng, k
         assert res.bandwidth_hz.sum() == pytest.approx(total, rel=1e-13)
         assert np.all(res.bandwidth_hz > 0)
         assert res.latency_s > np.max(latency_floor_s(payload, compute, snr))
-        # pinned: Newton on 1/Σ b_k(τ) needs a handful of evaluations of Σ b_k(τ) (2–12,
-        # median 6, over 3500 random instances of these magnitudes with K up to 1000)
+        # pinned: Newton on 1/Σ b_k(τ) from the model root needs a handful of evaluations of
+        # Σ b_k(τ) (median 3, 1–13 over 3500 random instances of these magnitudes with K up to
+        # 1000; the long tail is τ within ~1% of the floor, where the pole of b_k(τ) shifts)
         assert res.iterations <= 12
+
+
+def test_the_allocations_inner_loop_matches_the_public_functions(rng):
+    """``_Needs`` (the allocation's inner loop: no checks, warm-started Newton instead of Lambert
+    W) returns the bands of bandwidth_for_deadline and the slopes of _dbandwidth_dtau along a
+    path of deadlines that jumps by factors of 4 and creeps by 1e-15, with devices from a → 0
+    (x = c/b up to ~1e13) to the branch point (x ~ 1e-8 at the floor's device)."""
+    payload, compute, snr, total = _network(rng, 40)
+    payload[:4] = [1.0, 10.0, 1e3, 1e9]  # a far below 1 ... a payload that sets the floor
+    floor = float(np.max(latency_floor_s(payload, compute, snr)))
+    steps = np.array([3.0, 0.7, 2.8, 0.2, 0.21, 0.2100001, 0.2100001 * (1 + 1e-15), 1e-3,
+                      1e-6, 1e-8, 1e-6, 5.0])
+    taus = floor * (1 + steps)
+    share = total / payload.size
+    lg = np.log1p(snr / share)
+    for seeded in (False, True):
+        need = _Needs(payload, compute, snr)
+        if seeded:
+            need.seed(snr / share, lg)
+        for tau in taus:
+            with np.errstate(all="ignore"):
+                b, b_sum, w = need(float(tau))
+            ref = bandwidth_for_deadline(payload, compute, snr, tau)
+            # rel 1e-12: both solve the same equation in a (computed bit for bit alike) to a few
+            # ulps; the conditioning near a → 1 costs up to ~100 ulps
+            assert_allclose(b, ref, rtol=1e-12)
+            assert b_sum == pytest.approx(ref.sum(), rel=1e-12)
+            # rel 1e-6: the slopes come from the last Newton step's start, within 1e-7 of the root
+            assert_allclose(w, -_dbandwidth_dtau(payload, tau - compute, ref, snr), rtol=1e-6)
+        assert need.evals == taus.size
+
+
+def test_the_optimal_deadline_is_the_root_of_the_public_band_sum(rng):
+    # the fast path's τ makes Σ_k bandwidth_for_deadline(τ) = B_tot, from tight to ample bands
+    for scale in (1e-2, 1.0, 1e2):
+        for _ in range(3):
+            payload, compute, snr, total = _network(rng, 25)
+            payload[rng.random(25) < 0.2] = 0.0
+            res = allocate_min_latency(payload, compute, snr, scale * total)
+            band = bandwidth_for_deadline(payload, compute, snr, res.latency_s)
+            if "unused" in res.message:  # a silent device's compute time sets τ
+                assert band.sum() < scale * total
+                assert_allclose(res.bandwidth_hz, band, rtol=1e-12)
+                continue
+            # rel 1e-9: Σ b(τ) is steep in τ near the floor (d ln Σb / d ln τ up to ~1e3 here)
+            assert band.sum() == pytest.approx(scale * total, rel=1e-9)
+            assert_allclose(res.bandwidth_hz, band, rtol=1e-8, atol=0.0)
 
 
 def test_agrees_with_the_exponential_cone_oracle(rng):
