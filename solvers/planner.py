@@ -40,7 +40,7 @@ from solvers.problem import BeamformingProblem
 from solvers.result import SolveResult, Status
 
 __all__ = ["PLAN_METHODS", "SEARCHES", "StreamSolution", "beamformers_for", "energy_per_device",
-           "evaluate", "plan", "rank_block", "stream_rng"]
+           "evaluate", "plan", "rank_block", "stream_rng", "transmit_power_w"]
 
 #: planner methods: name → (search, beamforming method, restrictions)
 PLAN_METHODS: dict[str, dict[str, Any]] = {
@@ -71,22 +71,27 @@ class StreamSolution:
         return float(self.result.objective)
 
 
+def transmit_power_w(problem: BeamformingProblem, A: np.ndarray) -> np.ndarray:
+    """Σ_m ‖B_{k,m}‖_F² per device (watts), ZF precoders scaled to the power limit, shape (K,)."""
+    _, B = aircomp.zf_design(A, problem.H, problem.phi, problem.p_sub)
+    return np.sum(np.abs(B) ** 2, axis=(1, 2, 3))
+
+
 def energy_per_device(instance: Instance, problem: BeamformingProblem, A: np.ndarray,
                       rank: Any, streams: int) -> np.ndarray:
     """Transmit energy per round E_k = S(r, L) T_sym Σ_m ‖B_{k,m}‖_F² (spec 01 §5), shape
-    (K,) for a scalar rank or (len(ranks), K); ZF precoders scaled to the power limit."""
-    _, B = aircomp.zf_design(A, problem.H, problem.phi, problem.p_sub)
-    power = np.sum(np.abs(B) ** 2, axis=(1, 2, 3))  # Σ_m ‖B_{k,m}‖², watts
+    (K,) for a scalar rank or (len(ranks), K)."""
     airtime = np.asarray(instance.airtime_s(np.asarray(rank), streams), dtype=float)
-    return airtime[..., None] * power
+    return airtime[..., None] * transmit_power_w(problem, A)
 
 
 def rank_block(gap: AirFLGap, instance: Instance, ranks: Sequence[int], streams: int,
-               mse_sum: float, energy_w: np.ndarray | None = None) -> dict[str, Any]:
+               mse_sum: float, power_w: np.ndarray | None = None) -> dict[str, Any]:
     """Best feasible rank for fixed L and MSEs, by vectorized enumeration (spec 04 §2 step 3).
 
     Feasible: round latency ≤ ``constraints.latency_budget_s`` and, when devices have
-    ``energy_budget_j``, S(r, L) T_sym Σ_m ‖B_{k,m}‖² ≤ E_k. Returns a dict with ``rank``,
+    ``energy_budget_j`` and ``power_w`` (Σ_m ‖B_{k,m}‖² per device, :func:`transmit_power_w`)
+    is given, S(r, L) T_sym Σ_m ‖B_{k,m}‖² ≤ E_k. Returns a dict with ``rank``,
     ``gap``, ``terms``, the per-rank arrays and the feasibility mask (rank None if none is
     feasible).
     """
@@ -98,8 +103,8 @@ def rank_block(gap: AirFLGap, instance: Instance, ranks: Sequence[int], streams:
     if budget is not None:
         feasible &= latency <= budget * (1 + 1e-12)
     e_budget = instance.devices.energy_budget_j
-    if e_budget is not None and energy_w is not None:
-        energy = instance.airtime_s(r, streams)[:, None] * energy_w[None, :]
+    if e_budget is not None and power_w is not None:
+        energy = instance.airtime_s(r, streams)[:, None] * power_w[None, :]
         feasible &= np.all(energy <= np.asarray(e_budget)[None, :], axis=1)
     out: dict[str, Any] = {"ranks": r, "gaps": totals, "latency_s": latency,
                            "feasible": feasible, "rank": None, "gap": np.inf, "terms": {}}
@@ -236,12 +241,10 @@ def plan(
             res = solve_beamforming(problem, bf_method, rng=stream_rng(base_seed, n_streams),
                                     **kwargs)
             solved[n_streams] = StreamSolution(n_streams, res)
-            energy_w = None
-            if instance.devices.energy_budget_j is not None:
-                energy_w = energy_per_device(instance, problem, res.solution, 1, n_streams) / (
-                    instance.airtime_s(1, n_streams))
+            power_w = (transmit_power_w(problem, res.solution)
+                       if instance.devices.energy_budget_j is not None else None)
             blocks[n_streams] = rank_block(gap, instance, cand_r, n_streams,
-                                           solved[n_streams].mse_sum, energy_w)
+                                           solved[n_streams].mse_sum, power_w)
             rec = {"streams": n_streams, "rank": blocks[n_streams]["rank"],
                    "gap": blocks[n_streams]["gap"], "mse_sum": solved[n_streams].mse_sum,
                    "beamforming_status": res.status.value}
