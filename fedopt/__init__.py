@@ -7,6 +7,7 @@ in :mod:`solvers`, gap models in :mod:`gap_models`, the command line in :mod:`cl
 from fedopt.channel import Channel, draw_channel
 from fedopt.errors import (
     ChannelFileError,
+    CheckpointError,
     FedOptError,
     InfeasibleError,
     InvalidArgumentError,
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Channel",
     "ChannelFileError",
+    "CheckpointError",
     "FedOptError",
     "InfeasibleError",
     "Instance",

@@ -25,6 +25,7 @@ This module imports torch; ``fedopt`` itself does not import it.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -39,7 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedopt.data import CharVocab, sample_batch
-from fedopt.errors import FedOptError, InvalidArgumentError
+from fedopt.errors import CheckpointError, InvalidArgumentError
+from fedopt.io import atomic_write_bytes
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -57,10 +59,6 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "fedopt-charmodel"
 CHECKPOINT_VERSION = 1
-
-
-class CheckpointError(FedOptError, ValueError):
-    """A model checkpoint is missing, unreadable, or not a fedopt character-model checkpoint."""
 
 
 def _pos_int(name: str, val: Any) -> int:
@@ -472,10 +470,9 @@ def save_checkpoint(model: CharTransformer, vocab: CharVocab, path: str | os.Pat
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
-    return path
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu"

@@ -13,6 +13,7 @@ __all__ = [
     "InvalidArgumentError",
     "ChannelFileError",
     "PlanError",
+    "CheckpointError",
     "InfeasibleError",
     "SolverError",
 ]
@@ -63,3 +64,7 @@ class InfeasibleError(FedOptError):
 
 class SolverError(FedOptError, RuntimeError):
     """A numerical solver failed (e.g. cvxpy returned a status other than optimal)."""
+
+
+class CheckpointError(FedOptError, ValueError):
+    """A model checkpoint is missing, unreadable, or not a fedopt character-model checkpoint."""
