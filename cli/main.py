@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import channel_cmd, gap_cmd, instance_cmd, solve_cmd, tsfa_cmd
+from cli import channel_cmd, figures_cmd, gap_cmd, instance_cmd, solve_cmd, tsfa_cmd, validate_cmd
 
 app = typer.Typer(
     name="fedopt",
@@ -19,6 +19,8 @@ app.add_typer(channel_cmd.app, name="channel")
 app.command("solve")(solve_cmd.solve)
 app.command("gap")(gap_cmd.gap)
 app.command("tsfa-simulate")(tsfa_cmd.tsfa_simulate)
+app.command("figures")(figures_cmd.figures)
+app.command("validate")(validate_cmd.validate)
 
 
 def _print_version(value: bool) -> None:

@@ -7,6 +7,9 @@ An aggregator is any object with
 that estimates the φ-weighted average ḡ = Σ_k φ_k g_k / Σ_k φ_k. Two are provided here:
 
 - :class:`IdealAggregator`: error-free, ĝ = ḡ.
+- :class:`DigitalAggregator`: error-free digital delivery over FDMA of SOFT-sparsified updates
+  (spec 04 §4): device k sends the top m_k rank-1 components of its LoRA update, m_k decided per
+  round by a callable (TSFA's online stage, supplied from ``solvers``).
 - :class:`AirCompAggregator`: the over-the-air path of spec 02 — per round a channel H, receive
   beamformers A (supplied by a callable, so that the caller may re-optimize them with a warm
   start; fedopt never imports solvers here), ZF precoders at the power limit, and either the
@@ -31,6 +34,8 @@ __all__ = [
     "Aggregator",
     "IdealAggregator",
     "AirCompAggregator",
+    "DigitalAggregator",
+    "soft_component_mask",
     "slot_variances",
 ]
 
@@ -55,6 +60,11 @@ class AggregationResult:
         Air time of the round in seconds, or None where unknown.
     info : dict
         Aggregator-specific details (normalization, symbol count, per-subcarrier MSE, ...).
+    latency_s : float or None
+        Round latency (compute + upload) in seconds, or None where the aggregator does not know
+        the compute time (the loop then adds its own).
+    energy_j : ndarray or None
+        Transmit energy per device in the round (joules), shape (K,), or None.
     """
 
     estimate: np.ndarray
@@ -63,6 +73,8 @@ class AggregationResult:
     predicted_error: float | None = None
     airtime_s: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    latency_s: float | None = None
+    energy_j: np.ndarray | None = None
 
 
 @runtime_checkable
@@ -155,12 +167,19 @@ class AirCompAggregator:
         ``"exact"``: symbol-level simulation (pack, precode, channel, noise, receive, unpack).
         ``"equivalent"``: the same normalization, plus Gaussian error of per-slot variance
         MSE_{m,l} (σ²‖a_{m,l}‖² under ZF) on each real, laid out as ``pack`` lays reals.
+    compute_time_s
+        Local compute time of the slowest device; with ``symbol_time_s`` it makes
+        ``latency_s = compute_time_s + airtime_s``.
+
+    The result's ``energy_j`` is S · T_sym · Σ_m ‖B_{k,m}‖_F² per device (unit-power symbols).
+    If ``beamformers_for_round`` has ``state_dict``/``load_state_dict`` (a warm start), the
+    aggregator exposes them too, so the loop checkpoints that state.
     """
 
     def __init__(self, H_for_round: Callable[[int], np.ndarray],
                  beamformers_for_round: Callable[[int, np.ndarray], np.ndarray],
                  p_sub: np.ndarray, sigma2: float, *, symbol_time_s: float | None = None,
-                 mode: str = "exact"):
+                 mode: str = "exact", compute_time_s: float = 0.0):
         if not callable(H_for_round):
             raise InvalidArgumentError("H_for_round: expected a callable round -> H")
         if not callable(beamformers_for_round):
@@ -185,12 +204,36 @@ class AirCompAggregator:
                     f"symbol_time_s: expected a positive duration or None, got {symbol_time_s}"
                 )
             symbol_time_s = ts
+        ct = float(compute_time_s)
+        if not np.isfinite(ct) or ct < 0:
+            raise InvalidArgumentError(
+                f"compute_time_s: expected a finite time >= 0, got {compute_time_s}"
+            )
         self.H_for_round = H_for_round
         self.beamformers_for_round = beamformers_for_round
         self.p_sub = p
         self.sigma2 = s2
         self.symbol_time_s = symbol_time_s
         self.mode = mode
+        self.compute_time_s = ct
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-safe description (part of a run's configuration digest)."""
+        inner = getattr(self.beamformers_for_round, "describe", None)
+        return {"type": "aircomp", "mode": self.mode, "sigma2": self.sigma2,
+                "symbol_time_s": self.symbol_time_s, "compute_time_s": self.compute_time_s,
+                "p_sub": self.p_sub.tolist(),
+                "beamformers": inner() if callable(inner) else repr(self.beamformers_for_round)}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The beamformer callable's state (empty when it has none)."""
+        fn = getattr(self.beamformers_for_round, "state_dict", None)
+        return dict(fn()) if callable(fn) else {}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        fn = getattr(self.beamformers_for_round, "load_state_dict", None)
+        if callable(fn):
+            fn(state)
 
     def _round_design(self, t: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         H = np.asarray(self.H_for_round(t))
@@ -238,7 +281,11 @@ class AirCompAggregator:
             s_count = max(1, -(-q // (2 * m * lsz)))
 
         predicted = float(ac.distortion(mse_m, q, lsz, scale=v, phi_sum=phi_sum))
-        airtime = None if self.symbol_time_s is None else s_count * self.symbol_time_s
+        airtime = energy = latency = None
+        if self.symbol_time_s is not None:
+            airtime = s_count * self.symbol_time_s
+            latency = self.compute_time_s + airtime
+            energy = airtime * np.sum(np.abs(B) ** 2, axis=(1, 2, 3))
         info = {"mode": self.mode, "mean": mu, "scale": v, "n_symbols": int(s_count),
                 "mse_per_subcarrier": mse_m, "n_streams": int(lsz)}
         return AggregationResult(
@@ -248,4 +295,122 @@ class AirCompAggregator:
             predicted_error=predicted,
             airtime_s=airtime,
             info=info,
+            latency_s=latency,
+            energy_j=energy,
+        )
+
+
+def _check_layout(layers: Any, rank: Any) -> tuple[list[tuple[int, int]], int]:
+    try:
+        out = [(int(d_out), int(d_in)) for d_out, d_in in layers]
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(
+            f"layers: expected a sequence of (d_out, d_in) pairs, got {layers!r} ({exc})"
+        ) from exc
+    if not out or any(d < 1 for pair in out for d in pair):
+        raise InvalidArgumentError(f"layers: expected positive (d_out, d_in) pairs, got {out}")
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
+        raise InvalidArgumentError(f"rank: expected an integer >= 1, got {rank!r}")
+    return out, int(rank)
+
+
+def soft_component_mask(updates: np.ndarray, layers: list[tuple[int, int]], rank: int,
+                        kept: np.ndarray) -> np.ndarray:
+    """Per device and layer, keep the m_k rank-1 components of largest score (spec 04 §4).
+
+    ``updates`` (K, q) hold, layer after layer, A (r × d_in) then B (d_out × r), row-major (the
+    order of :func:`fedopt.lora.flatten_lora`). Component i of a layer is the pair (b_i, a_i)
+    with score s_i = ‖b_i‖ ‖a_i‖; ties keep the lower index. Returns a 0/1 mask of shape (K, q)
+    that keeps exactly those pairs.
+    """
+    g = np.asarray(updates, dtype=float)
+    k = g.shape[0]
+    mask = np.zeros_like(g)
+    off = 0
+    rows = np.arange(k)[:, None]
+    for d_out, d_in in layers:
+        a = g[:, off:off + rank * d_in].reshape(k, rank, d_in)
+        b = g[:, off + rank * d_in:off + rank * (d_in + d_out)].reshape(k, d_out, rank)
+        scores = np.linalg.norm(a, axis=2) * np.linalg.norm(b, axis=1)  # (K, r)
+        order = np.argsort(-scores, axis=1, kind="stable")
+        keep = np.zeros((k, rank), dtype=bool)
+        keep[rows, order] = np.arange(rank)[None, :] < kept[:, None]
+        mask[:, off:off + rank * d_in] = np.repeat(keep, d_in, axis=1)
+        mask[:, off + rank * d_in:off + rank * (d_in + d_out)] = np.tile(keep, (1, d_out))
+        off += rank * (d_in + d_out)
+    return mask
+
+
+class DigitalAggregator:
+    """SOFT-sparsified updates delivered error-free over an FDMA uplink (spec 05 §3 ``digital``).
+
+    Parameters
+    ----------
+    layers
+        (d_out, d_in) of every adapted weight in payload order (A then B per layer).
+    rank
+        The LoRA rank r.
+    decide
+        ``decide(round_index)`` → mapping with ``kept`` (K,) components per device in 1..r, and
+        optionally ``latency_s``, ``airtime_s``, ``energy_j`` (K,), ``bandwidth_hz`` (K,),
+        ``sparsity`` (K,). Its ``state_dict``/``load_state_dict`` (e.g. a virtual queue) are
+        exposed for checkpoints.
+
+    The estimate is ĝ = Σ_k φ_k (M_k ⊙ g_k) / Σ_k φ_k with M_k the mask of
+    :func:`soft_component_mask`; the error is the dropped part, ‖Σ_k φ_k (1 − M_k) ⊙ g_k‖² / (Σφ)².
+    ``predicted_error`` is Σ_k φ̃_k ‖(1 − M_k) ⊙ g_k‖² (φ̃ = φ/Σφ), the per-device dropped energy that
+    the TSFA bound charges; by Jensen it is an upper bound of the measured error.
+    """
+
+    def __init__(self, layers: Any, rank: int, decide: Callable[[int], Any]):
+        self.layers, self.rank = _check_layout(layers, rank)
+        if not callable(decide):
+            raise InvalidArgumentError("decide: expected a callable round -> decision mapping")
+        self.decide = decide
+        self.q = self.rank * sum(a + b for a, b in self.layers)
+
+    def describe(self) -> dict[str, Any]:
+        inner = getattr(self.decide, "describe", None)
+        return {"type": "digital", "layers": self.layers, "rank": self.rank,
+                "decide": inner() if callable(inner) else repr(self.decide)}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        fn = getattr(self.decide, "state_dict", None)
+        return dict(fn()) if callable(fn) else {}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        fn = getattr(self.decide, "load_state_dict", None)
+        if callable(fn):
+            fn(state)
+
+    def aggregate(self, updates: np.ndarray, weights: np.ndarray, round_index: int,
+                  rng: np.random.Generator) -> AggregationResult:
+        g, phi = _check_inputs(updates, weights, round_index)
+        k, q = g.shape
+        if q != self.q:
+            raise InvalidArgumentError(
+                f"updates: {q} reals per device, but rank {self.rank} on layers {self.layers} "
+                f"gives q = {self.q}")
+        dec = dict(self.decide(int(round_index)))
+        kept = np.asarray(dec.get("kept"), dtype=np.int64)
+        if kept.shape != (k,) or np.any(kept < 1) or np.any(kept > self.rank):
+            raise InvalidArgumentError(
+                f"decide({round_index}): 'kept' must hold {k} integers in 1..{self.rank}, got "
+                f"{np.asarray(dec.get('kept')).tolist()}")
+        mask = soft_component_mask(g, self.layers, self.rank, kept)
+        phi_n = phi / phi.sum()
+        exact = phi_n @ g
+        estimate = phi_n @ (mask * g)
+        dropped = np.sum(((1.0 - mask) * g) ** 2, axis=1)
+        energy = dec.get("energy_j")
+        info = {"mode": "digital", "kept": kept.tolist(),
+                **{key: np.asarray(dec[key]).tolist() for key in ("bandwidth_hz", "sparsity")
+                   if dec.get(key) is not None}}
+        return AggregationResult(
+            estimate=estimate, exact=exact, error=float(np.sum((estimate - exact) ** 2)),
+            predicted_error=float(phi_n @ dropped),
+            airtime_s=None if dec.get("airtime_s") is None else float(dec["airtime_s"]),
+            info=info,
+            latency_s=None if dec.get("latency_s") is None else float(dec["latency_s"]),
+            energy_j=None if energy is None else np.asarray(energy, dtype=float),
         )

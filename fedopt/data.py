@@ -363,7 +363,8 @@ class FederatedData:
 def make_federated_data(n_clients: int, *, concentration: float = 1.0,
                         heldout_fraction: float = 0.1, seed: int = 0,
                         max_chars_per_topic: int | None = None,
-                        corpus: Mapping[str, str] | None = None) -> FederatedData:
+                        corpus: Mapping[str, str] | None = None,
+                        topics: Sequence[str] | None = None) -> FederatedData:
     """Split the corpus over ``n_clients`` clients (topics by :func:`split_clients`) and hold out
     the last ``heldout_fraction`` of every topic.
 
@@ -382,6 +383,10 @@ def make_federated_data(n_clients: int, *, concentration: float = 1.0,
         Keep only the first this many characters of every topic (quick runs, tests); ≥ 2.
     corpus : mapping, optional
         ``{topic: text}``; default :func:`load_corpus`. Topics are taken in sorted-name order.
+    topics : sequence of str, optional
+        Split only these topics of the corpus over the clients (e.g. the topics a base model
+        never saw); the vocabulary is still built from the whole corpus, so ids agree with a
+        model trained on any part of it.
     """
     if isinstance(heldout_fraction, bool) or not isinstance(heldout_fraction, (int, float)) or (
             not 0.0 <= heldout_fraction < 1.0):
@@ -402,6 +407,13 @@ def make_federated_data(n_clients: int, *, concentration: float = 1.0,
             f"corpus: every topic needs at least 2 characters; too short: {empty[:5]}"
         )
     vocab = CharVocab.from_corpus(corpus)
+    if topics is not None:
+        unknown = [t for t in topics if t not in corpus]
+        if unknown or not topics:
+            raise InvalidArgumentError(
+                f"topics: expected a non-empty list of corpus topic names; unknown: {unknown[:5]}"
+            )
+        corpus = {name: corpus[name] for name in sorted(set(topics))}
     assignment = split_clients(list(corpus), n_clients, concentration=concentration, seed=seed)
     clients = []
     for cid, names in enumerate(assignment):

@@ -1,0 +1,225 @@
+"""``fedopt validate``: run a plan (and baselines) through the federated LoRA loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli._common import OutputFormat, err, print_json, user_errors
+
+#: keys of ``--format json`` per method that scripts rely on (issue contract)
+JSON_KEYS = ("final_train_loss", "final_eval_loss", "perplexity", "measured_aggregation_error",
+             "predicted_aggregation_error", "latency_s")
+
+
+def _parse_seeds(text: str) -> tuple[int, ...]:
+    from fedopt.errors import InvalidArgumentError
+
+    try:
+        seeds = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InvalidArgumentError(
+            f"--seeds: got {text!r}, expected comma-separated integers such as 0,1,2") from None
+    if not seeds or min(seeds) < 0:
+        raise InvalidArgumentError(f"--seeds: got {text!r}, expected integers >= 0")
+    return seeds
+
+
+def _looks_like_plan(path: Path) -> bool:
+    if path.suffix == ".npz":
+        return True
+    if path.suffix != ".json" or not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # the instance loader reports the problem
+    return isinstance(data, dict) and "rank" in data and "devices" not in data
+
+
+def _load(source: str, instance: str | None) -> tuple[Any, Any]:
+    from fedopt.instance import list_presets, load_instance
+    from fedopt.plan import Plan
+
+    path = Path(source)
+    if path.exists() and _looks_like_plan(path):
+        plan = Plan.load(path)
+        name = instance or (plan.instance_name if plan.instance_name in list_presets()
+                            else None)
+        if name is None:
+            from fedopt.errors import PlanError
+
+            raise PlanError(
+                f"{source}: the plan was made for instance {plan.instance_name!r}, which is not "
+                f"a preset; pass its file with --instance")
+        return plan, load_instance(name)
+    return None, load_instance(source)
+
+
+def _fmt(value: Any, spec: str = ".4g", scale: float = 1.0) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, list):
+        return "/".join(str(v) for v in value)
+    if isinstance(value, float):
+        return format(value * scale, spec)
+    return str(value)
+
+
+def render_table(report: dict[str, Any]) -> str:
+    """The predicted-vs-measured table of a validation report."""
+    cols = [("method", None), ("r", None), ("L", None), ("pred. gap", ".4g"),
+            ("pred. agg. err", ".3e"), ("meas. agg. err", ".3e"), ("meas/pred", ".3f"),
+            ("train loss", ".4f"), ("eval loss", ".4f"), ("perplexity", ".4f"),
+            ("latency ms", ".1f"), ("energy mJ", ".3g")]
+    rows = []
+    for name, m in report["methods"].items():
+        if m.get("error") and m.get("final_eval_loss") is None:
+            rows.append([name] + ["—"] * (len(cols) - 2) + [f"not run: {m['error'][:60]}"])
+            continue
+        pred, meas = m.get("predicted_aggregation_error"), m.get("measured_aggregation_error")
+        ratio = meas / pred if pred and meas is not None else None
+        rows.append([
+            name, _fmt(m.get("rank")), _fmt(m.get("streams")), _fmt(m.get("predicted_gap"), ".4g"),
+            _fmt(pred, ".3e"), _fmt(meas, ".3e"), _fmt(ratio, ".3f"),
+            _fmt(m.get("final_train_loss"), ".4f"), _fmt(m.get("final_eval_loss"), ".4f"),
+            _fmt(m.get("perplexity"), ".4f"), _fmt(m.get("latency_s"), ".1f", 1e3),
+            _fmt(m.get("energy_j_max"), ".3g", 1e3),
+        ])
+    widths = [max(len(c[0]), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    line = "  ".join(c[0].ljust(w) for c, w in zip(cols, widths, strict=True))
+    out = [line, "-" * len(line)]
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)) for r in rows]
+    s = report["settings"]
+    order = report["ordering"]
+    out += [
+        "",
+        f"instance {report['instance']}; {s['rounds']} rounds x seeds {s['seeds']} "
+        f"(mean over seeds); {s['optimizer']} lr {s['lr']:g}; aircomp path {s['mode']}; "
+        f"{report['wall_s']:.0f} s",
+        "agg. err = ‖ĝ − ḡ‖² per round (mean); pred. = spec 02 §3 for AirComp, the dropped energy "
+        "Σ φ_k ‖dropped_k‖² (an upper bound) for digital; energy = max per device per round",
+    ]
+    if order["pairs"]:
+        out.append(
+            f"ordering: by predicted gap {', '.join(order['by_predicted_gap'])}; by measured "
+            f"eval loss {', '.join(order['by_measured_eval_loss'])} "
+            f"({order['concordant_pairs']}/{order['pairs']} pairs agree)")
+    if report.get("out_dir"):
+        out.append(f"results written to {report['out_dir']}/ (validate.json, "
+                   f"<method>/seed-<s>/rounds.jsonl)")
+    return "\n".join(out)
+
+
+def validate(
+    source: Annotated[str, typer.Argument(
+        help="Plan file (.json/.npz from `fedopt solve -o`) or instance file / preset name "
+        "(solved first).")] = "tiny-char",
+    instance: Annotated[str | None, typer.Option(
+        "--instance", help="Instance of a plan file (default: the plan's preset).")] = None,
+    method: Annotated[str, typer.Option(
+        "--method", "-m", help="Planner used when SOURCE is an instance.")] = "airfl-lora",
+    baselines: Annotated[bool, typer.Option(
+        "--baselines", help="Also run the comparison set: ideal, fixed-rank, random-plan "
+        "(random beamformers), single-stream, digital (TSFA over FDMA).")] = False,
+    compare: Annotated[str | None, typer.Option(
+        "--compare", help="Comma-separated methods to run besides the plan (instead of the "
+        "--baselines set).")] = None,
+    rounds: Annotated[int | None, typer.Option(
+        "--rounds", "-n", min=1, help="Rounds per run (default 30; 8 with --quick).")] = None,
+    seeds: Annotated[str | None, typer.Option(
+        "--seeds", help="Comma-separated seeds (default 0,1,2; 0 with --quick).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A short smoke run.")] = False,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Local learning rate.")] = 2.0,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="sgd or adamw.")] = "sgd",
+    mode: Annotated[str, typer.Option(
+        "--mode", help="AirComp path: exact (symbol level) or equivalent (validated "
+        "equivalent noise, faster).")] = "exact",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")]
+    = Path("validate-out"),
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue interrupted runs in --out from their checkpoints.")] = False,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
+    = OutputFormat.text,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run a plan through the federated LoRA loop and compare predicted with measured
+    aggregation error, loss, perplexity, latency and energy (optionally against baselines)."""
+    with user_errors():
+        from solvers.validate import DEFAULT_BASELINES, ValidateSettings
+        from solvers.validate import validate as run
+
+        plan, inst = _load(source, instance)
+        base = ValidateSettings.quick() if quick else ValidateSettings()
+        settings = ValidateSettings(
+            rounds=rounds or base.rounds,
+            seeds=_parse_seeds(seeds) if seeds is not None else base.seeds,
+            eval_every=base.eval_every, eval_batches=base.eval_batches, lr=lr,
+            optimizer=optimizer, mode=mode)
+        extra: tuple[str, ...] = ()
+        if compare is not None:
+            extra = tuple(x.strip() for x in compare.split(",") if x.strip())
+        elif baselines:
+            extra = DEFAULT_BASELINES
+        show = not quiet and fmt is OutputFormat.text
+        with _progress(show) as tick:
+            report = run(inst, plan=plan, method=method, baselines=extra, settings=settings,
+                         out_dir=out, resume=resume, progress=tick)
+        if fmt is OutputFormat.json:
+            print_json(_json_summary(report))
+        else:
+            typer.echo(render_table(report))
+        failed = [k for k, v in report["methods"].items() if v.get("final_eval_loss") is None]
+        if failed:
+            err(f"warning: not run: {', '.join(failed)} (see the table / validate.json)")
+
+
+def _json_summary(report: dict[str, Any]) -> dict[str, Any]:
+    methods = {}
+    for name, m in report["methods"].items():
+        methods[name] = {k: v for k, v in m.items() if k not in ("seeds",)}
+    return {k: v for k, v in report.items() if k != "methods"} | {"methods": methods}
+
+
+class _Bar:
+    def __init__(self, show: bool):
+        self.show = show
+        self.bar = self.task = None
+
+    def __enter__(self):
+        if self.show:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            console = Console(stderr=True)
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                                console=console, transient=True,
+                                disable=not console.is_terminal)
+            self.bar.__enter__()
+        return self.update
+
+    def update(self, done: int, total: int, label: str) -> None:
+        if self.bar is None:
+            return
+        if self.task is None:
+            self.task = self.bar.add_task("validate", total=total)
+        self.bar.update(self.task, completed=done, description=f"validate: {label}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def _progress(show: bool) -> _Bar:
+    return _Bar(show)
