@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from cli import channel_cmd, figures_cmd, gap_cmd, instance_cmd, solve_cmd, tsfa_cmd, validate_cmd
+from cli import (
+    calibrate_cmd,
+    channel_cmd,
+    figures_cmd,
+    gap_cmd,
+    instance_cmd,
+    solve_cmd,
+    tsfa_cmd,
+    validate_cmd,
+)
 
 app = typer.Typer(
     name="fedopt",
@@ -21,6 +30,7 @@ app.command("gap")(gap_cmd.gap)
 app.command("tsfa-simulate")(tsfa_cmd.tsfa_simulate)
 app.command("figures")(figures_cmd.figures)
 app.command("validate")(validate_cmd.validate)
+app.command("calibrate")(calibrate_cmd.calibrate)
 
 
 def _print_version(value: bool) -> None:

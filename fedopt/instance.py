@@ -343,7 +343,11 @@ class LearningSpec:
     initial_gap : float
         Δ0 = F(w0) − F*, loss units.
     update_scale : float
-        v, the normalization scale of the transmitted update (spec 01 §3).
+        v, the normalization scale of the transmitted update (spec 01 §3), at rank 1.
+    update_scale_exponent : float
+        β in v(r) = v · r^(−β): how the per-entry update scale falls with the rank. 0 (the
+        default) is a rank-independent v; with the rank-stabilized LoRA scale α/r ∝ 1/√r that
+        ``fedopt validate`` trains with, the loop measures β ≈ 0.5 (``fedopt calibrate``).
     batch_size : int
         Local mini-batch size b.
     local_steps : int
@@ -368,6 +372,7 @@ class LearningSpec:
     grad_variance: float = 1.0
     initial_gap: float = 2.0
     update_scale: float = 1.0
+    update_scale_exponent: float = 0.0
     batch_size: int = 16
     local_steps: int = 1
     rounds: int = 200
@@ -386,6 +391,7 @@ class LearningSpec:
             grad_variance=r.number("grad_variance", 1.0, ge=0),
             initial_gap=r.number("initial_gap", 2.0, ge=0),
             update_scale=r.number("update_scale", 1.0, gt=0),
+            update_scale_exponent=r.number("update_scale_exponent", 0.0, ge=0),
             batch_size=r.number("batch_size", 16, integer=True, ge=1),
             local_steps=r.number("local_steps", 1, integer=True, ge=1),
             rounds=r.number("rounds", 200, integer=True, ge=1),

@@ -57,7 +57,7 @@ class GapConstants:
     initial_gap : float
         Δ0 = F(w0) − F*, nats.
     update_scale : float
-        v, the common normalization scale of the transmitted update (spec 01 §3).
+        v, the common normalization scale of the transmitted update (spec 01 §3), at rank 1.
     batch_size : int
         b, local mini-batch size.
     rounds : int
@@ -72,6 +72,11 @@ class GapConstants:
     update_scale: float
     batch_size: int
     rounds: int
+    update_scale_exponent: float = 0.0
+
+    def scale_at(self, ranks: Any) -> np.ndarray:
+        """v(r) = v · r^(−β) (β = ``update_scale_exponent``; β = 0: rank-independent)."""
+        return self.update_scale * np.asarray(ranks, dtype=float) ** (-self.update_scale_exponent)
 
     @classmethod
     def from_learning(cls, spec: LearningSpec) -> GapConstants:
@@ -79,7 +84,8 @@ class GapConstants:
         return cls(smoothness=spec.smoothness, pl_constant=spec.pl_constant,
                    step_size=spec.step_size, grad_variance=spec.grad_variance,
                    initial_gap=spec.initial_gap, update_scale=spec.update_scale,
-                   batch_size=spec.batch_size, rounds=spec.rounds)
+                   batch_size=spec.batch_size, rounds=spec.rounds,
+                   update_scale_exponent=spec.update_scale_exponent)
 
     @property
     def noise_gain(self) -> float:
@@ -194,10 +200,11 @@ class AirFLGap:
         return np.floor(self.total_time_s / np.asarray(t_round, dtype=float))
 
     def distortion(self, ranks: Any, streams: Any, mse_sum: Any) -> np.ndarray:
-        """D(r, L) = v² / (Σφ)² · q(r) / (L M) · Σ_m MSE_m (spec 02 §3); φ are data shares."""
+        """D(r, L) = v(r)² / (Σφ)² · q(r) / (L M) · Σ_m MSE_m (spec 02 §3); φ are data shares,
+        v(r) = v · r^(−β) (:meth:`GapConstants.scale_at`)."""
         q = np.asarray(self.instance.payload(np.asarray(ranks)), dtype=float)
         m = self.instance.n_subcarriers
-        v2 = self.constants.update_scale**2
+        v2 = self.constants.scale_at(ranks) ** 2
         return v2 * q / (np.asarray(streams, dtype=float) * m) * np.asarray(mse_sum, dtype=float)
 
     def terms(self, ranks: Any, streams: Any, mse_sum: Any) -> dict[str, np.ndarray]:
