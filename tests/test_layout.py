@@ -1,6 +1,8 @@
 """The architecture rule of the design card: imports go one way.
 
 cli / figures / benchmarks → solvers → gap_models → fedopt (an arrow means "may import").
+The command line is the outermost layer: ``fedopt figures`` is the one command that imports
+``figures`` (cli → figures is allowed; figures never imports cli).
 Checked statically on every module's import statements, so a violation fails even in code
 paths the other tests never run.
 """
@@ -19,7 +21,8 @@ FORBIDDEN = {
     "fedopt": {"gap_models", "solvers", "cli", "figures", "benchmarks"},
     "gap_models": {"solvers", "cli", "figures", "benchmarks"},
     "solvers": {"cli", "figures", "benchmarks", "matplotlib"},
-    "cli": {"figures", "benchmarks"},
+    "cli": {"benchmarks"},
+    "figures": {"cli", "benchmarks"},
 }
 
 

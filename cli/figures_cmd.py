@@ -1,0 +1,97 @@
+"""``fedopt figures``: compute and plot the reproducible figures (data JSON + PNG)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli._common import OutputFormat, err, print_json, user_errors
+
+
+def _registry():
+    """The :mod:`figures` package, imported when the command runs (so that ``fedopt --help``
+    does not load the figure registry); cli → figures is the one allowed arrow into it."""
+    from fedopt.errors import FedOptError
+
+    try:
+        import figures
+    except ModuleNotFoundError as exc:
+        if exc.name != "figures":
+            raise
+        raise FedOptError("the figures package is not installed with this fedopt; reinstall "
+                          "it from the repository (pip install -e .)") from None
+    return figures
+
+
+@contextlib.contextmanager
+def _progress(label: str, enabled: bool) -> Iterator[Callable[[int, int], None]]:
+    """A transient progress bar on stderr (only on a terminal); yields ``update(done, total)``."""
+    if not enabled:
+        yield lambda done, total: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def figures(
+    name: Annotated[str, typer.Argument(
+        help="Figure to make: mse_vs_nr, mse_vs_power, gap_vs_rank, training_loss, "
+        "perplexity_vs_snr, or 'all'.", metavar="NAME", show_default=False)],
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="Small, fast variant (seconds per figure) instead of the full one.")]
+    = False,
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Output directory (created if missing) for NAME.json and NAME.png.")]
+    = Path("figures-out"),
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of every random draw.")] = 0,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
+    = OutputFormat.text,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Compute figures and write their data (JSON with provenance) and plots (PNG).
+
+    With 'all', figures whose module is not written yet are skipped with a message.
+    """
+    with user_errors():
+        registry = _registry()
+        names = list(registry.FIGURES) if name == "all" else [name]
+        if name != "all":
+            registry.get_figure(name)  # unknown or unavailable: fail before touching --out
+        registry.check_out_dir(out)
+        done: dict[str, dict] = {}
+        skipped: dict[str, str] = {}
+        show = not quiet and fmt is OutputFormat.text
+        for fig_name in names:
+            try:
+                registry.get_figure(fig_name)
+            except registry.FigureUnavailableError as exc:
+                skipped[fig_name] = str(exc)
+                if fmt is OutputFormat.text:
+                    err(f"skipped {fig_name}: {exc}")
+                continue
+            mode = "quick" if quick else "full"
+            with _progress(f"{fig_name} ({mode})", show) as update:
+                result = registry.run_figure(fig_name, out, quick=quick, seed=seed,
+                                             progress=update)
+            done[fig_name] = {"json": result["json"], "png": result["png"],
+                              "wall_s": result["wall_s"]}
+            if fmt is OutputFormat.text:
+                typer.echo(f"{fig_name:<18} {result['wall_s']:7.1f} s  png {result['png']}  "
+                           f"json {result['json']}")
+        if fmt is OutputFormat.json:
+            print_json({"figures": done, "skipped": skipped})

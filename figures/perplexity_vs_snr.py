@@ -1,0 +1,109 @@
+"""Figure (e): held-out perplexity after federated LoRA fine-tuning vs SNR.
+
+The ``tiny-char`` instance with every device's transmit power swept (the x axis is the median
+per-antenna receive SNR per subcarrier, P_k/M · β_k / σ², in dB, with the power in dBm on top).
+At each power the AirFL-LoRA plan is re-solved (rank, streams, beamformers follow the SNR) and
+run through the loop with the exact AirComp path, next to the random-beamformer and fixed-rank
+plans; the error-free ``ideal`` run (AirFL-LoRA's rank at the highest power) is the floor.
+
+Full: 5 powers, 20 rounds, seeds 0 and 1; quick: 2 powers, 4 rounds, one seed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from figures._common import Progress, figure_canvas, save_png, unwrap
+from figures.training_loss import STYLE
+
+NAME = "perplexity_vs_snr"
+TITLE = "Held-out perplexity vs SNR after federated LoRA (tiny-char)"
+
+METHODS = ("airfl-lora", "fixed-rank", "random-plan")
+
+
+def _median_snr_db(inst: Any) -> float:
+    snr = inst.power_per_subcarrier_w * inst.path_loss / inst.noise_power_w
+    return float(10 * np.log10(np.median(snr)))
+
+
+def compute(*, quick: bool = False, seed: int = 0, progress: Progress | None = None
+            ) -> dict[str, Any]:
+    """Sweep the device power; validate the methods at each point."""
+    from fedopt.instance import load_instance
+    from solvers.validate import ValidateSettings, validate
+
+    base = load_instance("tiny-char")
+    powers = [-20.0, 10.0] if quick else [-30.0, -20.0, -10.0, 0.0, 10.0]
+    seeds = (seed,) if quick else (seed, seed + 1)
+    settings = ValidateSettings(rounds=4 if quick else 20, seeds=seeds,
+                                eval_every=4 if quick else 5, eval_batches=2 if quick else 4)
+    n_runs = len(powers) * len(METHODS) + 1
+    per_run = settings.rounds * len(seeds)
+    points: list[dict[str, Any]] = []
+    done = 0
+    for p_dbm in powers:
+        inst = base.with_devices(p_max_dbm=p_dbm)
+
+        def hook(d: int, _t: int, _label: str, _base: int = done) -> None:
+            if progress is not None:
+                progress(_base + d, n_runs * per_run)
+
+        rep = validate(inst, baselines=METHODS[1:], settings=settings, progress=hook)
+        done += len(METHODS) * per_run
+        points.append({
+            "p_max_dbm": p_dbm, "median_snr_db": _median_snr_db(inst),
+            "methods": {k: {"perplexity": m.get("perplexity"), "rank": m.get("rank"),
+                            "streams": m.get("streams"),
+                            "relative_aggregation_error": m.get("relative_aggregation_error"),
+                            "error": m.get("error")}
+                        for k, m in rep["methods"].items()},
+        })
+    top = base.with_devices(p_max_dbm=powers[-1])
+
+    # ideal = AirFL-LoRA's rank at the highest power without any aggregation error
+    rep = validate(top, baselines=("ideal",), settings=settings, progress=None)
+    if progress is not None:
+        progress(n_runs * per_run, n_runs * per_run)
+    ideal = rep["methods"]["ideal"]
+    return {"name": NAME, "instance": base.name, "settings": settings.to_dict(),
+            "methods": list(METHODS), "points": points,
+            "ideal": {"perplexity": ideal.get("perplexity"), "rank": ideal.get("rank")}}
+
+
+def plot(data: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Perplexity vs median SNR, one line per method, the ideal run as a dashed floor."""
+    d = unwrap(data)
+    snr = [p["median_snr_db"] for p in d["points"]]
+    with figure_canvas(1, width=6.8, height=4.8) as (fig, (ax,)):
+        for name in d["methods"]:
+            ys = [p["methods"].get(name, {}).get("perplexity") for p in d["points"]]
+            xs = [x for x, y in zip(snr, ys, strict=True) if y is not None]
+            ys = [y for y in ys if y is not None]
+            style = dict(STYLE.get(name, {"label": name}))
+            ax.plot(xs, ys, **style)
+            for x, p in zip(snr, d["points"], strict=True):
+                r = p["methods"].get(name, {}).get("rank")
+                y = p["methods"].get(name, {}).get("perplexity")
+                if name == "airfl-lora" and y is not None:
+                    ax.annotate(f"r={r}", (x, y), textcoords="offset points", xytext=(4, 6),
+                                fontsize=8, color=style.get("color", "k"))
+        ideal = d["ideal"]["perplexity"]
+        if ideal is not None:
+            ax.axhline(ideal, color="k", linestyle="--",
+                       label=f"ideal aggregation (r = {d['ideal']['rank']})")
+        ax.set_yscale("log")
+        ax.set_xlabel("median per-antenna receive SNR per subcarrier (dB)")
+        ax.set_ylabel("held-out perplexity (per character)")
+        sec = ax.secondary_xaxis("top", functions=(lambda x: x, lambda x: x))
+        sec.set_xticks(snr, [f"{p['p_max_dbm']:g}" for p in d["points"]])
+        sec.set_xlabel("device transmit power (dBm)")
+        s = d["settings"]
+        ax.set_title(f"{s['rounds']} rounds, mean over seeds {s['seeds']}", fontsize=10)
+        fig.suptitle(TITLE)
+        ax.legend(loc="upper right")
+        return save_png(fig, path)
