@@ -100,8 +100,9 @@ def main() -> None:
               f"meas/pred [{ratio}]  latency {r['latency_s'] * 1e3:.1f} ms")
     if args.paths:
         for mode, r in result["paths"].items():
+            ratio = r["measured_aggregation_error"] / r["predicted_aggregation_error"]
             print(f"  path {mode:10s}: {r['wall_s']:.1f} s, eval {r['final_eval_loss']:.5f}, "
-                  f"meas/pred {r['measured_aggregation_error'] / r['predicted_aggregation_error']:.4f}")
+                  f"meas/pred {ratio:.4f}")
     args.out.mkdir(parents=True, exist_ok=True)
     name = "validate_quick.json" if args.quick else "validate.json"
     (args.out / name).write_text(json.dumps(result, indent=2) + "\n")

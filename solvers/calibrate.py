@@ -13,9 +13,10 @@ largest candidate rank r_b, measure:
   after the r_b pilot, sorted per weight and averaged over weights (``spectrum_kind:
   measured``) — the stand-in for the optimal update ΔW* of ε(r) that spec 03 §1 names.
 
-The smoothness, PL constant, step size, gradient variance and Δ0 are left as they are: they
-scale terms that do not depend on (r, L) at a fixed number of rounds (or scale every term
-alike), so they do not move the plan; they are documented nominal values.
+The smoothness, PL constant, step size, gradient variance and Δ0 are left as they are. σ_g² and
+Δ0 enter terms that do not depend on (r, L) at a fixed number of rounds and L_s scales the
+distortion and truncation terms alike, so they do not move the plan; λ/μ, however, weighs the
+distortion against the truncation, and it is not calibrated here (a documented limitation).
 """
 
 from __future__ import annotations
