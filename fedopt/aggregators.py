@@ -20,7 +20,7 @@ that estimates the φ-weighted average ḡ = Σ_k φ_k g_k / Σ_k φ_k. Two are 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -118,6 +118,11 @@ def _check_inputs(updates: Any, weights: Any, round_index: Any) -> tuple[np.ndar
     return g, phi
 
 
+def _callable_name(fn: Any) -> str:
+    """A stable name for a callable (``repr`` would carry a memory address into run digests)."""
+    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
+
+
 def _weighted_average(g: np.ndarray, phi: np.ndarray) -> np.ndarray:
     return phi @ g / phi.sum()
 
@@ -165,8 +170,10 @@ class AirCompAggregator:
         OFDM symbol duration; if given, ``airtime_s = S · symbol_time_s``.
     mode
         ``"exact"``: symbol-level simulation (pack, precode, channel, noise, receive, unpack).
-        ``"equivalent"``: the same normalization, plus Gaussian error of per-slot variance
-        MSE_{m,l} (σ²‖a_{m,l}‖² under ZF) on each real, laid out as ``pack`` lays reals.
+        ``"equivalent"``: the same normalization, the exact weighted sum, plus the receiver-noise
+        error A_m^H n (n ~ CN(0, σ² I)) unpacked as ``pack`` lays the reals — what the exact
+        path's error is under ZF (per-slot variance MSE_{m,l} = σ²‖a_{m,l}‖², with the
+        correlation between the streams of a subcarrier), without simulating the K devices.
     compute_time_s
         Local compute time of the slowest device; with ``symbol_time_s`` it makes
         ``latency_s = compute_time_s + airtime_s``.
@@ -223,7 +230,8 @@ class AirCompAggregator:
         return {"type": "aircomp", "mode": self.mode, "sigma2": self.sigma2,
                 "symbol_time_s": self.symbol_time_s, "compute_time_s": self.compute_time_s,
                 "p_sub": self.p_sub.tolist(),
-                "beamformers": inner() if callable(inner) else repr(self.beamformers_for_round)}
+                "beamformers": inner() if callable(inner) else _callable_name(
+                    self.beamformers_for_round)}
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The beamformer callable's state (empty when it has none)."""
@@ -275,10 +283,14 @@ class AirCompAggregator:
             v = float(np.std(g))
             v = v if v > 0 else 1.0
             x_sum = phi @ ((g - mu) / v)
-            sd = np.sqrt(slot_variances(mse_ml, q))
-            x_hat = x_sum + sd * rng.standard_normal(q)
-            estimate = v * x_hat / phi_sum + mu
             s_count = max(1, -(-q // (2 * m * lsz)))
+            # under ZF the received error is exactly A_m^H n: draw n and form it, which keeps the
+            # correlation between streams of one subcarrier (Re a_l^H a_l' / (‖a_l‖‖a_l'‖))
+            # that independent per-slot draws of variance σ²‖a_l‖² would lose
+            n = rng.standard_normal((s_count, m, H.shape[2], 2)) @ np.array([1.0, 1j])
+            eps = np.einsum("mrl,smr->sml", np.conj(a_s), np.sqrt(self.sigma2 / 2.0) * n)
+            x_hat = x_sum + ac.unpack(eps, q)
+            estimate = v * x_hat / phi_sum + mu
 
         predicted = float(ac.distortion(mse_m, q, lsz, scale=v, phi_sum=phi_sum))
         airtime = energy = latency = None
@@ -372,7 +384,7 @@ class DigitalAggregator:
     def describe(self) -> dict[str, Any]:
         inner = getattr(self.decide, "describe", None)
         return {"type": "digital", "layers": self.layers, "rank": self.rank,
-                "decide": inner() if callable(inner) else repr(self.decide)}
+                "decide": inner() if callable(inner) else _callable_name(self.decide)}
 
     def state_dict(self) -> dict[str, np.ndarray]:
         fn = getattr(self.decide, "state_dict", None)
@@ -391,12 +403,24 @@ class DigitalAggregator:
             raise InvalidArgumentError(
                 f"updates: {q} reals per device, but rank {self.rank} on layers {self.layers} "
                 f"gives q = {self.q}")
-        dec = dict(self.decide(int(round_index)))
-        kept = np.asarray(dec.get("kept"), dtype=np.int64)
-        if kept.shape != (k,) or np.any(kept < 1) or np.any(kept > self.rank):
+        raw = self.decide(int(round_index))
+        if not isinstance(raw, Mapping) or "kept" not in raw:
+            raise InvalidArgumentError(
+                f"decide({round_index}): expected a mapping with 'kept' ({k} integers in "
+                f"1..{self.rank}), got {type(raw).__name__}"
+                + (f" with keys {sorted(raw)}" if isinstance(raw, Mapping) else ""))
+        dec = dict(raw)
+        try:
+            kept_f = np.asarray(dec["kept"], dtype=float)
+        except (TypeError, ValueError):
+            kept_f = np.full(1, np.nan)
+        if (kept_f.shape != (k,) or not np.all(np.isfinite(kept_f))
+                or np.any(kept_f != np.round(kept_f)) or np.any(kept_f < 1)
+                or np.any(kept_f > self.rank)):
             raise InvalidArgumentError(
                 f"decide({round_index}): 'kept' must hold {k} integers in 1..{self.rank}, got "
-                f"{np.asarray(dec.get('kept')).tolist()}")
+                f"{dec['kept']!r}")
+        kept = kept_f.astype(np.int64)
         mask = soft_component_mask(g, self.layers, self.rank, kept)
         phi_n = phi / phi.sum()
         exact = phi_n @ g

@@ -421,7 +421,8 @@ def evaluate_loss(model: nn.Module, ids: np.ndarray, seq_len: int | None = None,
     finally:
         model.train(was_training)
     mean = total / count
-    return EvalResult(loss=mean, perplexity=math.exp(mean), n_tokens=count)
+    return EvalResult(loss=mean, perplexity=math.exp(mean) if mean < 700 else math.inf,
+                      n_tokens=count)
 
 
 # --------------------------------------------------------------------------------------------

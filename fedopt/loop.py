@@ -211,6 +211,30 @@ def _local_update(model: nn.Module, params: Sequence[nn.Parameter], ids: np.ndar
     return first
 
 
+def _diverged(t: int, what: str, cfg: LoopConfig) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"round {t}: {what} became non-finite (training diverged); lower lr (now {cfg.lr:g}) or "
+        f"server_lr (now {cfg.server_lr:g}), or clip gradients (grad_clip, now {cfg.grad_clip})")
+
+
+def _base_digest(model: nn.Module, mods: Mapping[str, Any]) -> str:
+    """SHA-256 of the frozen parameters and buffers and of the adapter layout."""
+    h = hashlib.sha256()
+    lora_ids = {id(p) for m in mods.values() for p in (m.A, m.B)}
+    for name, p in [*model.named_parameters(), *model.named_buffers()]:
+        if id(p) in lora_ids:
+            continue
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    for name, m in mods.items():
+        h.update(f"{name}:{m.rank}:{m.d_out}:{m.d_in}:{m.alpha!r}".encode())
+    return h.hexdigest()[:16]
+
+
+def _perplexity(loss: float) -> float:
+    return math.exp(loss) if loss < 700 else math.inf
+
+
 def _config_digest(payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
         :16]
@@ -367,7 +391,9 @@ def run_federated(model: nn.Module, data: FederatedData, aggregator: Aggregator,
     ranks = sorted({m.rank for m in mods.values()})
     digest = _config_digest({
         "config": cfg.to_dict(), "phi": phi.tolist(), "q": q, "ranks": ranks,
-        "theta0": hashlib.sha256(theta.tobytes()).hexdigest(),
+        # the frozen base weights and the adapters' layout identify the run (not the current
+        # LoRA values: a stopped model holds θ_t, and θ comes from the checkpoint anyway)
+        "base": _base_digest(model, mods),
         "data": data.summary(), "aggregator": getattr(aggregator, "describe", lambda: {
             "type": type(aggregator).__name__})(),
         "compute_time_s": compute_time_s,
@@ -408,12 +434,12 @@ def run_federated(model: nn.Module, data: FederatedData, aggregator: Aggregator,
                 train_losses[ci] = _local_update(model, params, client.train, cfg, seq_len,
                                                  client_rng(cfg.seed, t, ci), device)
                 updates[ci] = theta - flatten_lora(mods).double().cpu().numpy()
+                if not (math.isfinite(train_losses[ci]) and np.all(np.isfinite(updates[ci]))):
+                    raise _diverged(t, f"client {ci}'s local update", cfg)
             res = aggregator.aggregate(updates, phi, t, round_rng(cfg.seed, t))
             theta = theta - cfg.server_lr * np.asarray(res.estimate, dtype=np.float64)
             if not np.all(np.isfinite(theta)):
-                raise InvalidArgumentError(
-                    f"round {t}: the global LoRA state became non-finite (diverged); lower lr "
-                    f"(now {cfg.lr:g}) or server_lr (now {cfg.server_lr:g})")
+                raise _diverged(t, "the global LoRA state", cfg)
             load_theta(theta)
             last = t == cfg.rounds - 1
             rec: dict[str, Any] = {"round": t,
@@ -421,6 +447,8 @@ def run_federated(model: nn.Module, data: FederatedData, aggregator: Aggregator,
             if last or (t + 1) % cfg.eval_every == 0:
                 ev = evaluate_loss(model, data.global_heldout, seq_len,
                                    max_batches=cfg.eval_batches)
+                if not math.isfinite(ev.loss):
+                    raise _diverged(t, "the held-out loss", cfg)
                 rec["eval_loss"], rec["perplexity"] = ev.loss, ev.perplexity
             else:
                 rec["eval_loss"] = rec["perplexity"] = None
@@ -484,7 +512,7 @@ def _summarize(history: list[dict[str, Any]], cfg: LoopConfig, name: str,
         "payload_reals": q, "ranks": ranks, "config": cfg.to_dict(),
         "final_train_loss": last.get("train_loss"),
         "final_eval_loss": final_eval,
-        "perplexity": None if final_eval is None else math.exp(final_eval),
+        "perplexity": None if final_eval is None else _perplexity(final_eval),
         "measured_aggregation_error": _mean([r["aggregation_error"] for r in history]),
         "predicted_aggregation_error": _mean([r["predicted_aggregation_error"]
                                               for r in history]),
