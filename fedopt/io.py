@@ -12,7 +12,7 @@ import numpy as np
 from fedopt.errors import FedOptError
 
 __all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_savez", "encode_array",
-           "decode_array"]
+           "decode_array", "ensure_dir"]
 
 
 def _check_dir(path: Path) -> None:
@@ -21,6 +21,31 @@ def _check_dir(path: Path) -> None:
         raise FedOptError(f"output directory {str(parent)!r} does not exist; create it first")
     if not os.access(parent, os.W_OK):
         raise FedOptError(f"output directory {str(parent)!r} is not writable")
+
+
+def ensure_dir(path: str | os.PathLike, name: str = "out_dir") -> Path:
+    """Create the output directory ``path`` if needed and check that it is writable.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Naming ``name`` and the path: it exists and is not a directory, cannot be created, or
+        is not writable.
+    """
+    from fedopt.errors import InvalidArgumentError
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise InvalidArgumentError(
+            f"{name}: {str(out)!r} exists and is not a directory; pass a directory path")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"{name}: cannot create the directory {str(out)!r} ({exc.strerror or exc})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise InvalidArgumentError(f"{name}: the directory {str(out)!r} is not writable")
+    return out
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -45,7 +45,7 @@ from fedopt.aggregators import Aggregator
 from fedopt.charmodel import evaluate_loss
 from fedopt.data import FederatedData, sample_batch
 from fedopt.errors import CheckpointError, InvalidArgumentError
-from fedopt.io import atomic_savez, atomic_write_text
+from fedopt.io import atomic_savez, atomic_write_text, ensure_dir
 from fedopt.lora import flatten_lora, lora_modules, lora_parameters, unflatten_lora
 
 __all__ = ["OPTIMIZERS", "LoopConfig", "RunResult", "run_federated", "round_rng", "client_rng",
@@ -285,18 +285,9 @@ def _load_checkpoint(path: Path, digest: str, q: int) -> tuple[np.ndarray, int, 
     return theta, nxt, history, agg
 
 
-def check_out_dir(out_dir: Path) -> Path:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InvalidArgumentError(
-            f"out_dir: {str(out_dir)!r} exists and is not a directory; pass a directory path")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InvalidArgumentError(
-            f"out_dir: cannot create {str(out_dir)!r} ({exc.strerror or exc})") from exc
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise InvalidArgumentError(f"out_dir: {str(out_dir)!r} is not writable")
-    return out_dir
+def check_out_dir(out_dir: str | os.PathLike) -> Path:
+    """The run's output directory, created and checked (:func:`fedopt.io.ensure_dir`)."""
+    return ensure_dir(out_dir, "out_dir")
 
 
 def _write_log(path: Path, history: Sequence[Mapping[str, Any]]) -> None:

@@ -71,26 +71,11 @@ def get_figure(name: str) -> ModuleType:
 
 
 def check_out_dir(out_dir: str | os.PathLike) -> Path:
-    """Create ``out_dir`` if needed and check that it is a writable directory.
+    """Create ``out_dir`` if needed and check that it is a writable directory
+    (:func:`fedopt.io.ensure_dir`; errors name ``--out`` and the path)."""
+    from fedopt.io import ensure_dir
 
-    Raises
-    ------
-    InvalidArgumentError
-        Naming the path: it exists and is not a directory, cannot be created, or is not
-        writable.
-    """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InvalidArgumentError(
-            f"--out: {str(out)!r} exists and is not a directory; pass a directory path")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InvalidArgumentError(
-            f"--out: cannot create the directory {str(out)!r} ({exc.strerror or exc})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise InvalidArgumentError(f"--out: the directory {str(out)!r} is not writable")
-    return out
+    return ensure_dir(out_dir, "--out")
 
 
 def run_figure(name: str, out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0,
