@@ -133,7 +133,7 @@ def validate(
     seeds: Annotated[str | None, typer.Option(
         "--seeds", help="Comma-separated seeds (default 0,1,2; 0 with --quick).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="A short smoke run.")] = False,
-    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Local learning rate.")] = 2.0,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Local learning rate.")] = 1.5,
     optimizer: Annotated[str, typer.Option("--optimizer", help="sgd or adamw.")] = "sgd",
     mode: Annotated[str, typer.Option(
         "--mode", help="AirComp path: exact (symbol level) or equivalent (validated "
