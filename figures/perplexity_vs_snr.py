@@ -78,34 +78,39 @@ def compute(*, quick: bool = False, seed: int = 0, progress: Progress | None = N
 
 
 def plot(data: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Perplexity vs median SNR, one line per method, the ideal run as a dashed floor."""
+    """Left: perplexity vs median SNR per method, the ideal run as a dashed line. Right: the
+    measured relative aggregation error ‖ĝ − ḡ‖² / ‖ḡ‖² that caused the differences."""
     d = unwrap(data)
     snr = [p["median_snr_db"] for p in d["points"]]
-    with figure_canvas(1, width=6.8, height=4.8) as (fig, (ax,)):
+    with figure_canvas(2, width=5.8, height=4.8) as (fig, (ax, ax_err)):
         for name in d["methods"]:
-            ys = [p["methods"].get(name, {}).get("perplexity") for p in d["points"]]
-            xs = [x for x, y in zip(snr, ys, strict=True) if y is not None]
-            ys = [y for y in ys if y is not None]
             style = dict(STYLE.get(name, {"label": name}))
-            ax.plot(xs, ys, **style)
-            for x, p in zip(snr, d["points"], strict=True):
-                r = p["methods"].get(name, {}).get("rank")
-                y = p["methods"].get(name, {}).get("perplexity")
-                if name == "airfl-lora" and y is not None:
-                    ax.annotate(f"r={r}", (x, y), textcoords="offset points", xytext=(4, 6),
-                                fontsize=8, color=style.get("color", "k"))
+            for a, key in ((ax, "perplexity"), (ax_err, "relative_aggregation_error")):
+                pts = [(x, p["methods"].get(name, {}).get(key), p["methods"].get(name, {}))
+                       for x, p in zip(snr, d["points"], strict=True)]
+                pts = [(x, y, m) for x, y, m in pts if y is not None]
+                a.plot([x for x, _, _ in pts], [y for _, y, _ in pts], **style)
+                if a is ax:
+                    for x, y, m in pts:
+                        ax.annotate(f"r={m.get('rank')}, L={m.get('streams')}", (x, y),
+                                    textcoords="offset points", xytext=(4, 5), fontsize=7,
+                                    color=style.get("color", "k"))
         ideal = d["ideal"]["perplexity"]
         if ideal is not None:
             ax.axhline(ideal, color="k", linestyle="--",
                        label=f"ideal aggregation (r = {d['ideal']['rank']})")
-        ax.set_yscale("log")
-        ax.set_xlabel("median per-antenna receive SNR per subcarrier (dB)")
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         ax.set_ylabel("held-out perplexity (per character)")
-        sec = ax.secondary_xaxis("top", functions=(lambda x: x, lambda x: x))
-        sec.set_xticks(snr, [f"{p['p_max_dbm']:g}" for p in d["points"]])
-        sec.set_xlabel("device transmit power (dBm)")
+        ax.set_title("after training")
+        ax.legend(loc="best")
+        ax_err.set_yscale("log")
+        ax_err.set_ylabel("relative error ‖ĝ − ḡ‖² / ‖ḡ‖² (per round)")
+        ax_err.set_title("what the air did to the updates")
+        for a in (ax, ax_err):
+            a.set_xlabel("median per-antenna receive SNR per subcarrier (dB)")
+            a.set_xticks(snr, [f"{round(x) + 0:d}\n({p['p_max_dbm']:g} dBm)"
+                               for x, p in zip(snr, d["points"], strict=True)])
         s = d["settings"]
-        ax.set_title(f"{s['rounds']} rounds, mean over seeds {s['seeds']}", fontsize=10)
-        fig.suptitle(TITLE)
-        ax.legend(loc="upper right")
+        fig.suptitle(f"{TITLE}\n{s['rounds']} rounds, mean over seeds {s['seeds']}; "
+                     "tick labels: SNR (device power)")
         return save_png(fig, path)
