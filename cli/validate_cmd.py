@@ -74,7 +74,7 @@ def render_table(report: dict[str, Any]) -> str:
     cols = [("method", None), ("r", None), ("L", None), ("pred. gap", ".4g"),
             ("pred. agg. err", ".3e"), ("meas. agg. err", ".3e"), ("meas/pred", ".3f"),
             ("train loss", ".4f"), ("eval loss", ".4f"), ("perplexity", ".4f"),
-            ("latency ms", ".1f"), ("energy mJ", ".3g")]
+            ("airtime ms", ".2f"), ("latency ms", ".1f"), ("energy mJ", ".3g")]
     rows = []
     for name, m in report["methods"].items():
         if m.get("error") and m.get("final_eval_loss") is None:
@@ -86,7 +86,8 @@ def render_table(report: dict[str, Any]) -> str:
             name, _fmt(m.get("rank")), _fmt(m.get("streams")), _fmt(m.get("predicted_gap"), ".4g"),
             _fmt(pred, ".3e"), _fmt(meas, ".3e"), _fmt(ratio, ".3f"),
             _fmt(m.get("final_train_loss"), ".4f"), _fmt(m.get("final_eval_loss"), ".4f"),
-            _fmt(m.get("perplexity"), ".4f"), _fmt(m.get("latency_s"), ".1f", 1e3),
+            _fmt(m.get("perplexity"), ".4f"), _fmt(m.get("airtime_s"), ".2f", 1e3),
+            _fmt(m.get("latency_s"), ".1f", 1e3),
             _fmt(m.get("energy_j_max"), ".3g", 1e3),
         ])
     widths = [max(len(c[0]), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
