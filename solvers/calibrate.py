@@ -49,39 +49,58 @@ class Calibration:
         Mean sorted singular values of the learned ΔW (r_b pilot).
     instance : Instance
         The input instance with these constants in its ``learning`` section.
+    smoothness : float
+        L_s fitted from the loss gap between the two ranks and the ε-tails of the spectrum.
+    noise_gain : float
+        L_s λ / (2μ) fitted from the loss rise under injected aggregation error.
     measurements : dict
-        Per pilot: rank, v, final losses, wall time.
+        Per pilot: rank, v, injected error, final losses, wall time.
     """
 
     update_scale: float
     update_scale_exponent: float
     spectrum_values: tuple[float, ...]
     instance: Instance
+    smoothness: float = float("nan")
+    noise_gain: float = float("nan")
     measurements: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"update_scale": self.update_scale,
                 "update_scale_exponent": self.update_scale_exponent,
+                "smoothness": self.smoothness, "noise_gain": self.noise_gain,
                 "spectrum_values": list(self.spectrum_values),
                 "measurements": self.measurements}
 
 
 class _Recorder:
-    """Ideal aggregation that records the normalization scale std(updates) of every round."""
+    """Ideal aggregation that records the normalization scale std(updates) of every round; with
+    ``noise > 0`` it adds zero-mean Gaussian error of variance noise · std(updates)² per entry
+    (what AirComp does, at a chosen level) and records ‖ĝ − ḡ‖²."""
 
-    def __init__(self) -> None:
+    def __init__(self, noise: float = 0.0) -> None:
         from fedopt.aggregators import IdealAggregator
 
         self.inner = IdealAggregator()
+        self.noise = float(noise)
         self.scales: list[float] = []
+        self.errors: list[float] = []
 
     def aggregate(self, updates, weights, round_index, rng):
-        self.scales.append(float(np.std(updates)))
-        return self.inner.aggregate(updates, weights, round_index, rng)
+        from dataclasses import replace
+
+        v = float(np.std(updates))
+        self.scales.append(v)
+        res = self.inner.aggregate(updates, weights, round_index, rng)
+        if self.noise <= 0:
+            return res
+        err = math.sqrt(self.noise) * v * rng.standard_normal(res.exact.shape)
+        self.errors.append(float(np.sum(err**2)))
+        return replace(res, estimate=res.exact + err, error=self.errors[-1])
 
 
-def _pilot(instance: Instance, rank: int, rounds: int, seed: int, settings: Any
-           ) -> tuple[dict[str, Any], np.ndarray]:
+def _pilot(instance: Instance, rank: int, rounds: int, seed: int, settings: Any,
+           noise: float = 0.0) -> tuple[dict[str, Any], np.ndarray]:
     import torch
 
     from fedopt.data import make_federated_data
@@ -95,23 +114,25 @@ def _pilot(instance: Instance, rank: int, rounds: int, seed: int, settings: Any
     model = copy.deepcopy(base_model().model)
     mods = apply_lora(model, rank, alpha=settings.alpha_scale * math.sqrt(rank),
                       generator=torch.Generator().manual_seed(int(seed)))
-    rec = _Recorder()
+    rec = _Recorder(noise)
     cfg = settings.loop_config(instance, seed)
     cfg = type(cfg)(**{**cfg.to_dict(), "rounds": rounds, "eval_every": rounds})
     res = run_federated(model, data, rec, cfg)
     with torch.no_grad():
         sv = np.array([torch.linalg.svdvals(m.delta_weight().double()).numpy()
                        for m in mods.values()])
-    return ({"rank": rank, "update_scale": float(np.mean(rec.scales)),
+    return ({"rank": rank, "update_scale": float(np.mean(rec.scales)), "noise": noise,
+             "aggregation_error": float(np.mean(rec.errors)) if rec.errors else 0.0,
              "final_eval_loss": res.summary["final_eval_loss"],
              "final_train_loss": res.summary["final_train_loss"],
              "wall_s": time.perf_counter() - t0}, sv)
 
 
 def calibrate(instance: Instance, *, rounds: int = 20, ranks: tuple[int, int] | None = None,
-              seed: int = 0, settings: Any = None) -> Calibration:
+              seed: int = 0, settings: Any = None, noise: float = 1.0) -> Calibration:
     """Pilot runs at ranks (r_a, r_b) (default: 2 — or the smallest candidate — and the
-    largest candidate rank) and the calibrated instance (module notes for what is measured).
+    largest candidate rank), a third at r_b with injected error of per-entry variance
+    ``noise`` · v_t², and the calibrated instance (module notes for what is measured).
 
     Raises
     ------
@@ -129,6 +150,8 @@ def calibrate(instance: Instance, *, rounds: int = 20, ranks: tuple[int, int] | 
     if ranks is None:
         ranks = (2 if 2 in cand and cand[-1] > 2 else cand[0], cand[-1])
     r_a, r_b = (instance.validate_rank(int(r)) for r in ranks)
+    if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise > 0):
+        raise InvalidArgumentError(f"noise: got {noise!r}, must be a positive number")
     if r_a >= r_b:
         raise InvalidArgumentError(
             f"ranks: got {ranks!r}, need two ranks r_a < r_b to fit v(r) = v r^(-β)")
@@ -140,11 +163,32 @@ def calibrate(instance: Instance, *, rounds: int = 20, ranks: tuple[int, int] | 
     # a rank-r_b update has r_b singular values; the rest is rounding noise (~1e-9)
     mean_sv = np.sort(sv, axis=1)[:, ::-1].mean(axis=0)[:r_b]
     spectrum = tuple(float(f"{x:.4g}") for x in mean_sv)
+    # coefficients: F(r_a) − F(r_b) = (L_s/2)(ε-tail(r_a) − ε-tail(r_b)) and, from a third
+    # pilot with injected zero-mean error of mean ‖e‖² = D, F_noisy − F(r_b) = (L_s λ/2μ) · D
+    # (common random numbers: all pilots share batches and initialization)
+    from gap_models.airfl import RankTruncation
+
+    m_n, _ = _pilot(instance, r_b, rounds, seed, settings, noise=noise)
+    tails = RankTruncation(np.asarray(spectrum)).energy_beyond(np.array([r_a, r_b]),
+                                                               instance.lora.layers)
+    floor = 1e-9  # a loss difference below this is "no measurable effect"
+    d_rank = max(m_a["final_eval_loss"] - m_b["final_eval_loss"], floor)
+    d_noise = max(m_n["final_eval_loss"] - m_b["final_eval_loss"], floor)
+    smoothness = float(2.0 * d_rank / max(tails[0] - tails[1], 1e-300))
+    noise_gain = float(d_noise / max(m_n["aggregation_error"], 1e-300))
+    # λ ≤ 1/L_s (the model's step condition) and λμ = L_s λ² / (2 gain) ≤ 1/2 (a contraction)
+    step = float(min(instance.learning.step_size, 1.0 / smoothness,
+                     math.sqrt(noise_gain / smoothness)))
+    pl = float(smoothness * step / (2.0 * noise_gain))
     learning = {**instance.to_dict()["learning"], "update_scale": v1,
                 "update_scale_exponent": beta, "spectrum_kind": "measured",
-                "spectrum_values": list(spectrum)}
+                "spectrum_values": list(spectrum), "smoothness": float(f"{smoothness:.4g}"),
+                "step_size": float(f"{step:.4g}"), "pl_constant": float(f"{pl:.4g}")}
+    learning["step_size"] = min(learning["step_size"], 1.0 / learning["smoothness"])
     calibrated = instance.replace(learning=learning)
     return Calibration(update_scale=v1, update_scale_exponent=beta, spectrum_values=spectrum,
-                       instance=calibrated,
-                       measurements={"pilots": [m_a, m_b], "rounds": rounds, "seed": seed,
-                                     "settings": settings.to_dict()})
+                       instance=calibrated, smoothness=smoothness, noise_gain=noise_gain,
+                       measurements={"pilots": [m_a, m_b, m_n], "rounds": rounds, "seed": seed,
+                                     "settings": settings.to_dict(),
+                                     "loss_drop_from_rank": d_rank,
+                                     "loss_rise_from_noise": d_noise})
