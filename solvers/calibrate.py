@@ -13,10 +13,17 @@ largest candidate rank r_b, measure:
   after the r_b pilot, sorted per weight and averaged over weights (``spectrum_kind:
   measured``) — the stand-in for the optimal update ΔW* of ε(r) that spec 03 §1 names.
 
-The smoothness, PL constant, step size, gradient variance and Δ0 are left as they are. σ_g² and
-Δ0 enter terms that do not depend on (r, L) at a fixed number of rounds and L_s scales the
-distortion and truncation terms alike, so they do not move the plan; λ/μ, however, weighs the
-distortion against the truncation, and it is not calibrated here (a documented limitation).
+- L_s from the loss gap between the two rank pilots: F(r_a) − F(r_b) = (L_s/2)(ε-tail(r_a) −
+  ε-tail(r_b)) with the tails of the measured spectrum (the rank-truncation term of spec 03 §1);
+- the noise gain L_s λ / (2μ) from a third pilot at r_b with injected zero-mean error of
+  per-entry variance ``noise`` · v_t² (v_t the round's update scale): F_noisy − F(r_b) =
+  gain · mean ‖ĝ − ḡ‖² (the distortion term). λ is kept (capped so that λ ≤ 1/L_s and
+  λμ ≤ 1/2) and μ = L_s λ / (2 · gain).
+
+All pilots share seed, batches and initialization (common random numbers), so the loss
+differences are the ranks' and the noise's doing; each is one run, so small differences carry
+seed noise (a difference below 1e-9 counts as none). σ_g² and Δ0 stay nominal: at a fixed number
+of rounds they enter terms that do not depend on (r, L).
 """
 
 from __future__ import annotations
