@@ -151,3 +151,24 @@ def sweep(instances: Sequence[Instance], *, seed: int, draws: int, subcarriers: 
             per_draw[k].append(rows[k])
     return {"mean": {k: [float(np.mean(v)) for v in per_draw[k]] for k in keys},
             "per_draw": per_draw, "subcarriers": [int(i) for i in idx]}
+
+
+def ratio_axis(ax_r: Any, d: dict[str, Any], mse: dict[str, Any], title: str) -> None:
+    """The right panel shared by the MSE figures: every method's mean MSE over the mean best
+    lower bound, on a log axis with plain tick labels and room for the legend."""
+    from figures._common import plain_log_ticks
+
+    ax_r.axhline(1.0, color="black", ls="--", lw=1.2, label="= best lower bound")
+    ax_r.set_yscale("log")
+    plain_log_ticks(ax_r.yaxis)
+    top = max(v / b for key in d["methods"] for v, b in zip(mse[key], mse["best"], strict=True))
+    ax_r.set_ylim(0.9, 3.0 * top)  # headroom above the curves for the legend
+    ax_r.set_ylabel("mean MSE / mean best lower bound\n(ratio ≥ 1; 1 = certified optimal)")
+    ax_r.set_title(title)
+
+
+def sampling_note(d: dict[str, Any]) -> str:
+    """"[quick mode, ]mean of D channel draw(s) × S of M subcarriers, seed s"."""
+    mode = "quick mode, " if d["quick"] else ""
+    return (f"{mode}mean of {d['draws']} channel draw(s) × {len(d['subcarriers'])} of "
+            f"{d['n_subcarriers']} subcarriers, seed {d['seed']}")

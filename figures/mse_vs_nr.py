@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from figures import _mse
-from figures._common import Progress, figure_canvas, plain_log_ticks, save_png, unwrap
+from figures._common import Progress, figure_canvas, save_png, unwrap
 
 __all__ = ["NAME", "TITLE", "compute", "plot"]
 
@@ -102,21 +102,12 @@ def plot(data: dict[str, Any], path: str | os.PathLike) -> Path:
         ax.set_ylabel(_mse.MSE_LABEL)
         ax.set_title("MSE and lower bounds")
         ax.legend(loc="lower left")
-        ax_r.axhline(1.0, color="black", ls="--", lw=1.2, label="= best lower bound")
+        _mse.ratio_axis(ax_r, d, mse, "Distance to the lower bound")
         ax_r.set_xscale("log", base=2)
-        ax_r.set_yscale("log")
-        plain_log_ticks(ax_r.yaxis)
-        top = max(v / b for key in d["methods"] for v, b in zip(mse[key], mse["best"],
-                                                                 strict=True))
-        ax_r.set_ylim(0.9, 3.0 * top)  # headroom above the curves for the legend
         ax_r.set_xticks(nr, [str(x) for x in nr])
         ax_r.set_xlabel(r"receive antennas $N_r$ (count, log scale)")
-        ax_r.set_ylabel("mean MSE / mean best lower bound\n(ratio ≥ 1; 1 = certified optimal)")
-        ax_r.set_title("Distance to the lower bound")
         ax_r.legend(loc="best")
-        mode = "quick mode, " if d["quick"] else ""
         fig.suptitle(
             f"{TITLE}: K = {d['n_devices']} devices ({d['n_tx']} antennas, "
-            f"{d['p_max_dbm']:g} dBm), L = 1 stream\n{mode}mean of {d['draws']} channel draws "
-            f"× {len(d['subcarriers'])} of {d['n_subcarriers']} subcarriers, seed {d['seed']}")
+            f"{d['p_max_dbm']:g} dBm), L = 1 stream\n{_mse.sampling_note(d)}")
         return save_png(fig, path)
