@@ -166,7 +166,7 @@ def validate(
         elif baselines:
             extra = DEFAULT_BASELINES
         show = not quiet and fmt is OutputFormat.text
-        with _progress(show) as tick:
+        with _Bar(show) as tick:
             report = run(inst, plan=plan, method=method, baselines=extra, settings=settings,
                          out_dir=out, resume=resume, progress=tick)
         if fmt is OutputFormat.json:
@@ -221,6 +221,3 @@ class _Bar:
         if self.bar is not None:
             self.bar.__exit__(*exc)
 
-
-def _progress(show: bool) -> _Bar:
-    return _Bar(show)

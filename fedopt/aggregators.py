@@ -13,9 +13,8 @@ that estimates the φ-weighted average ḡ = Σ_k φ_k g_k / Σ_k φ_k. Two are 
 - :class:`AirCompAggregator`: the over-the-air path of spec 02 — per round a channel H, receive
   beamformers A (supplied by a callable, so that the caller may re-optimize them with a warm
   start; fedopt never imports solvers here), ZF precoders at the power limit, and either the
-  symbol-level simulation (``mode="exact"``) or the equivalent Gaussian error with the per-slot
-  variance σ²‖a_{m,l}‖² laid out as :func:`fedopt.aircomp.pack` lays the reals
-  (``mode="equivalent"``).
+  symbol-level simulation (``mode="exact"``) or only its receiver-noise error A_m^H n, unpacked
+  as :func:`fedopt.aircomp.pack` lays the reals (``mode="equivalent"``).
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ __all__ = [
     "AirCompAggregator",
     "DigitalAggregator",
     "soft_component_mask",
-    "slot_variances",
 ]
 
 MODES = ("exact", "equivalent")
@@ -125,20 +123,6 @@ def _callable_name(fn: Any) -> str:
 
 def _weighted_average(g: np.ndarray, phi: np.ndarray) -> np.ndarray:
     return phi @ g / phi.sum()
-
-
-def slot_variances(var_ml: np.ndarray, q: int) -> np.ndarray:
-    """Per-real error variance (q,) from per-slot complex-symbol variances (M, L).
-
-    Reals are laid out as :func:`fedopt.aircomp.pack` lays them: pairs of reals share one
-    symbol, symbols run over (OFDM symbol, subcarrier, stream). Each real inherits the full
-    variance of its complex symbol (spec 02 §3): x̂ = √2·Re/Im(ŝ), Var(Re ε) = Var(ε)/2.
-    """
-    var_ml = np.asarray(var_ml, dtype=float)
-    m, lsz = var_ml.shape
-    s_count = max(1, -(-q // (2 * m * lsz)))
-    per_real = np.broadcast_to(var_ml[None, :, :, None], (s_count, m, lsz, 2))
-    return per_real.reshape(-1)[:q]
 
 
 class IdealAggregator:

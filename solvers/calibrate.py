@@ -28,7 +28,6 @@ of rounds they enter terms that do not depend on (r, L).
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -106,21 +105,14 @@ class _Recorder:
         return replace(res, estimate=res.exact + err, error=self.errors[-1])
 
 
-def _pilot(instance: Instance, rank: int, rounds: int, seed: int, settings: Any,
-           noise: float = 0.0) -> tuple[dict[str, Any], np.ndarray]:
+def _pilot(instance: Instance, data: Any, base: Any, rank: int, rounds: int, seed: int,
+           settings: Any, noise: float = 0.0) -> tuple[dict[str, Any], np.ndarray]:
     import torch
 
-    from fedopt.data import make_federated_data
     from fedopt.loop import run_federated
-    from fedopt.lora import apply_lora
-    from fedopt.pretrained import base_model
 
     t0 = time.perf_counter()
-    data = make_federated_data(instance.n_devices, concentration=settings.concentration,
-                               seed=settings.data_seed)
-    model = copy.deepcopy(base_model().model)
-    mods = apply_lora(model, rank, alpha=settings.alpha_scale * math.sqrt(rank),
-                      generator=torch.Generator().manual_seed(int(seed)))
+    model, mods = settings.lora_model(base, rank, seed)
     rec = _Recorder(noise)
     cfg = settings.loop_config(instance, seed)
     cfg = type(cfg)(**{**cfg.to_dict(), "rounds": rounds, "eval_every": rounds})
@@ -162,8 +154,14 @@ def calibrate(instance: Instance, *, rounds: int = 20, ranks: tuple[int, int] | 
     if r_a >= r_b:
         raise InvalidArgumentError(
             f"ranks: got {ranks!r}, need two ranks r_a < r_b to fit v(r) = v r^(-β)")
-    m_a, _ = _pilot(instance, r_a, rounds, seed, settings)
-    m_b, sv = _pilot(instance, r_b, rounds, seed, settings)
+    from fedopt.data import make_federated_data
+    from fedopt.pretrained import base_model
+
+    data = make_federated_data(instance.n_devices, concentration=settings.concentration,
+                               seed=settings.data_seed)
+    base = base_model()
+    m_a, _ = _pilot(instance, data, base, r_a, rounds, seed, settings)
+    m_b, sv = _pilot(instance, data, base, r_b, rounds, seed, settings)
     beta = math.log(m_a["update_scale"] / m_b["update_scale"]) / math.log(r_b / r_a)
     beta = float(min(max(beta, 0.0), 1.0))
     v1 = float(m_b["update_scale"] * r_b ** beta)
@@ -175,7 +173,7 @@ def calibrate(instance: Instance, *, rounds: int = 20, ranks: tuple[int, int] | 
     # (common random numbers: all pilots share batches and initialization)
     from gap_models.airfl import RankTruncation
 
-    m_n, _ = _pilot(instance, r_b, rounds, seed, settings, noise=noise)
+    m_n, _ = _pilot(instance, data, base, r_b, rounds, seed, settings, noise=noise)
     tails = RankTruncation(np.asarray(spectrum)).energy_beyond(np.array([r_a, r_b]),
                                                                instance.lora.layers)
     floor = 1e-9  # a loss difference below this is "no measurable effect"

@@ -131,6 +131,18 @@ class ValidateSettings:
             batch_size=self.batch_size or instance.learning.batch_size,
             grad_clip=self.grad_clip, eval_every=self.eval_every, eval_batches=self.eval_batches)
 
+    def lora_model(self, base: Any, rank: int, seed: int) -> tuple[Any, dict[str, Any]]:
+        """A copy of the base model with LoRA at ``rank`` (α = ``alpha_scale``·√r, A drawn
+        from ``seed``) on its attention projections; returns (model, adapters)."""
+        import torch
+
+        from fedopt.lora import apply_lora
+
+        model = copy.deepcopy(base.model)
+        mods = apply_lora(model, rank, alpha=self.alpha_scale * math.sqrt(rank),
+                          generator=torch.Generator().manual_seed(int(seed)))
+        return model, mods
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["seeds"] = list(self.seeds)
@@ -347,7 +359,6 @@ def _setups(method: str, instance: Instance, seed: int, settings: ValidateSettin
             initial = p.receive_beamformers
         return _aircomp_setup(instance, p, seed, settings, cache, initial)
     p = _plan_for(instance, method, seed)
-    plans[(method, seed)] = p
     return _aircomp_setup(instance, p, seed, settings, cache, p.receive_beamformers)
 
 
@@ -417,7 +428,6 @@ def validate(instance: Instance, *, plan: Plan | None = None, method: str = "air
     """
     from fedopt.data import make_federated_data
     from fedopt.loop import run_federated
-    from fedopt.lora import apply_lora
     from fedopt.pretrained import base_model
 
     t_start = time.perf_counter()
@@ -457,7 +467,6 @@ def validate(instance: Instance, *, plan: Plan | None = None, method: str = "air
         per_seed: list[dict[str, Any]] = []
         curves: list[tuple[list, list]] = []
         error = None
-        setup = None
         for seed in settings.seeds:
             label = f"{name} seed {seed}"
             try:
@@ -468,11 +477,7 @@ def validate(instance: Instance, *, plan: Plan | None = None, method: str = "air
                 if progress is not None:
                     progress(done, total, f"{name}: {error[:60]}")
                 break
-            import torch
-
-            model = copy.deepcopy(base.model)
-            apply_lora(model, setup.rank, alpha=settings.alpha_scale * math.sqrt(setup.rank),
-                       generator=torch.Generator().manual_seed(int(seed)))
+            model, _ = settings.lora_model(base, setup.rank, seed)
             run_dir = None if out is None else out / name / f"seed-{seed}"
             start_done = done
 
@@ -498,7 +503,7 @@ def validate(instance: Instance, *, plan: Plan | None = None, method: str = "air
             per_seed.append(summ)
             curves.append(([r["train_loss"] for r in res.history],
                            [r["eval_loss"] for r in res.history]))
-        results[name] = _combine(name, per_seed, curves, error, setup)
+        results[name] = _combine(per_seed, curves, error)
 
     report = {
         "instance": inst.name, "instance_digest": inst.digest(),
@@ -514,8 +519,8 @@ def validate(instance: Instance, *, plan: Plan | None = None, method: str = "air
     return report
 
 
-def _combine(name: str, per_seed: list[dict[str, Any]], curves: list[tuple[list, list]],
-             error: str | None, setup: _Setup | None) -> dict[str, Any]:
+def _combine(per_seed: list[dict[str, Any]], curves: list[tuple[list, list]],
+             error: str | None) -> dict[str, Any]:
     if error is not None and not per_seed:
         return {"error": error, **{k: None for k in _REPORTED}}
     out: dict[str, Any] = {}
