@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from solvers.beamforming import solve_beamforming
-from solvers.bounds import single_device_bound
-from solvers.problem import BeamformingProblem
+from fedopt.solvers.beamforming import solve_beamforming
+from fedopt.solvers.bounds import single_device_bound
+from fedopt.solvers.problem import BeamformingProblem
 
 SIGMA2 = 1.0
 

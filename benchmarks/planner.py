@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from fedopt.instance import Instance, load_instance
-from solvers.planner import plan
+from fedopt.solvers.planner import plan
 
 
 def small_instance(seed: int) -> Instance:

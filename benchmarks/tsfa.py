@@ -26,8 +26,8 @@ import numpy as np
 from fedopt.channel import draw_channel
 from fedopt.digital import snr_hz
 from fedopt.instance import Instance, load_instance
-from solvers.bandwidth import allocate_min_latency, allocate_min_latency_cvxpy
-from solvers.tsfa import TSFAController, simulate
+from fedopt.solvers.bandwidth import allocate_min_latency, allocate_min_latency_cvxpy
+from fedopt.solvers.tsfa import TSFAController, simulate
 
 
 def random_allocation_problem(k: int, seed: int):

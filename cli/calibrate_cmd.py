@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli._common import OutputFormat, print_json, user_errors
+from fedopt.cli._common import OutputFormat, print_json, user_errors
 
 
 def calibrate(
@@ -29,7 +29,7 @@ def calibrate(
     with user_errors():
         from fedopt.errors import InvalidArgumentError
         from fedopt.instance import load_instance
-        from solvers.calibrate import calibrate as run
+        from fedopt.solvers.calibrate import calibrate as run
 
         if output is not None and output.exists() and not force:
             raise InvalidArgumentError(f"--output: {output} exists; pass --force to overwrite")

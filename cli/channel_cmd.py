@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli._common import OutputFormat, print_json, user_errors
+from fedopt.cli._common import OutputFormat, print_json, user_errors
 
 app = typer.Typer(help="Draw and inspect block-fading channel realizations.", no_args_is_help=True)
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from cli._common import OutputFormat, err, print_json, user_errors
+from fedopt.cli._common import OutputFormat, err, print_json, user_errors
 
 
 def _registry():
@@ -18,9 +18,9 @@ def _registry():
     from fedopt.errors import FedOptError
 
     try:
-        import figures
+        from fedopt import figures
     except ModuleNotFoundError as exc:
-        if exc.name != "figures":
+        if exc.name != "fedopt.figures":
             raise
         raise FedOptError("the figures package is not installed with this fedopt; reinstall "
                           "it from the repository (pip install -e .)") from None

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli._common import OutputFormat, err, print_json, user_errors
+from fedopt.cli._common import OutputFormat, err, print_json, user_errors
 
 
 class Sweep(str, Enum):
@@ -47,8 +47,8 @@ def gap(
         from fedopt.errors import InvalidArgumentError
         from fedopt.instance import load_instance
         from fedopt.plan import Plan
-        from solvers.beamforming import BEAMFORMING_METHODS
-        from solvers.planner import beamformers_for, evaluate
+        from fedopt.solvers.beamforming import BEAMFORMING_METHODS
+        from fedopt.solvers.planner import beamformers_for, evaluate
 
         inst = load_instance(source)
         if beamforming not in BEAMFORMING_METHODS:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli._common import OutputFormat, err, print_json, user_errors
+from fedopt.cli._common import OutputFormat, err, print_json, user_errors
 
 app = typer.Typer(help="Create, show and validate network-design instances.",
                   no_args_is_help=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import (
+from fedopt.cli import (
     calibrate_cmd,
     channel_cmd,
     figures_cmd,

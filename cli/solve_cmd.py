@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from cli._common import OutputFormat, err, print_json, user_errors
+from fedopt.cli._common import OutputFormat, err, print_json, user_errors
 
 
 class Method(str, Enum):
@@ -96,7 +96,7 @@ def solve(
         from fedopt.channel import Channel
         from fedopt.errors import InvalidInstanceError
         from fedopt.instance import load_instance
-        from solvers.planner import plan
+        from fedopt.solvers.planner import plan
 
         inst = load_instance(source)
         if method is Method.sdr:
@@ -132,7 +132,7 @@ def _solve_tsfa(source: str, seed: int, round_: int, sparsity: float, samples: i
 
         from fedopt.channel import Channel
         from fedopt.instance import load_instance
-        from solvers.tsfa import plan_tsfa
+        from fedopt.solvers.tsfa import plan_tsfa
 
         inst = load_instance(source)
         ranks = None if rank is None else [inst.validate_rank(rank)]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli._common import OutputFormat, print_json, user_errors
+from fedopt.cli._common import OutputFormat, print_json, user_errors
 
 
 def tsfa_simulate(
@@ -29,7 +29,7 @@ def tsfa_simulate(
     sparsification error against latency under a long-term average latency budget."""
     with user_errors():
         from fedopt.instance import load_instance
-        from solvers.tsfa import select_rank, simulate
+        from fedopt.solvers.tsfa import select_rank, simulate
 
         inst = load_instance(source)
         if rank is None:

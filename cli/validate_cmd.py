@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli._common import OutputFormat, err, print_json, user_errors
+from fedopt.cli._common import OutputFormat, err, print_json, user_errors
 
 #: keys of ``--format json`` per method that scripts rely on (issue contract)
 JSON_KEYS = ("final_train_loss", "final_eval_loss", "perplexity", "measured_aggregation_error",
@@ -150,8 +150,8 @@ def validate(
     """Run a plan through the federated LoRA loop and compare predicted with measured
     aggregation error, loss, perplexity, latency and energy (optionally against baselines)."""
     with user_errors():
-        from solvers.validate import DEFAULT_BASELINES, ValidateSettings
-        from solvers.validate import validate as run
+        from fedopt.solvers.validate import DEFAULT_BASELINES, ValidateSettings
+        from fedopt.solvers.validate import validate as run
 
         plan, inst = _load(source, instance)
         base = ValidateSettings.quick() if quick else ValidateSettings()

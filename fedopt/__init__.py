@@ -1,8 +1,51 @@
 """fedopt: plan federated LoRA fine-tuning over wireless networks.
 
-The domain layer: network-design instances, channels, AirComp physics and plans. Solvers live
-in :mod:`solvers`, gap models in :mod:`gap_models`, the command line in :mod:`cli`.
+The domain layer: network-design instances, channels, AirComp physics and plans; the federated
+LoRA loop lives in :mod:`fedopt.fl`, gap models in :mod:`fedopt.gap_models`, solvers in
+:mod:`fedopt.solvers`, the command line in :mod:`fedopt.cli`, figures in :mod:`fedopt.figures`
+(docs/architecture.md).
+
+One installed import package. The repository keeps the design card's top-level folders
+(``solvers/``, ``gap_models/``, ``cli/``, ``figures/`` beside ``fedopt/``); the installed
+distribution maps them under ``fedopt`` (``[tool.setuptools] package-dir`` in pyproject.toml), so
+site-packages gains ``fedopt`` alone and a user's own ``solvers.py`` cannot shadow ours. In a
+source checkout (the tests run from the repository root, ``python -m benchmarks...``, an
+editable install) the folders are not inside ``fedopt/``: :func:`_map_source_tree` then resolves
+exactly these four names, ``fedopt.solvers`` → ``<repo>/solvers`` and so on, and nothing else.
 """
+
+import sys as _sys
+from pathlib import Path as _Path
+
+#: sub-packages that live in top-level folders of the repository
+_MAPPED = ("solvers", "gap_models", "cli", "figures")
+
+
+def _map_source_tree() -> None:
+    here = _Path(__file__).resolve().parent
+    if (here / "solvers").is_dir():  # the installed layout: nothing to map
+        return
+    import importlib.util
+
+    root = here.parent
+
+    class _SourceTreeFinder:
+        """Finds ``fedopt.<name>`` for the names of :data:`_MAPPED` in ``<repo>/<name>``."""
+
+        @staticmethod
+        def find_spec(fullname, path=None, target=None):
+            parent, _, name = fullname.partition(".")
+            init = root / name / "__init__.py"
+            if parent != "fedopt" or name not in _MAPPED or not init.is_file():
+                return None
+            return importlib.util.spec_from_file_location(
+                fullname, init, submodule_search_locations=[str(root / name)])
+
+    if not any(getattr(f, "__name__", "") == "_SourceTreeFinder" for f in _sys.meta_path):
+        _sys.meta_path.append(_SourceTreeFinder)  # once, even if fedopt is reloaded
+
+
+_map_source_tree()
 
 from fedopt.channel import Channel, draw_channel
 from fedopt.errors import (

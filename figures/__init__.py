@@ -33,11 +33,11 @@ __all__ = ["FIGURES", "FigureUnavailableError", "get_figure", "run_figure", "che
 
 #: figure name → module path (imported on demand by :func:`get_figure`)
 FIGURES: dict[str, str] = {
-    "mse_vs_nr": "figures.mse_vs_nr",
-    "mse_vs_power": "figures.mse_vs_power",
-    "gap_vs_rank": "figures.gap_vs_rank",
-    "training_loss": "figures.training_loss",
-    "perplexity_vs_snr": "figures.perplexity_vs_snr",
+    "mse_vs_nr": "fedopt.figures.mse_vs_nr",
+    "mse_vs_power": "fedopt.figures.mse_vs_power",
+    "gap_vs_rank": "fedopt.figures.gap_vs_rank",
+    "training_loss": "fedopt.figures.training_loss",
+    "perplexity_vs_snr": "fedopt.figures.perplexity_vs_snr",
 }
 
 
@@ -105,7 +105,7 @@ def run_figure(name: str, out_dir: str | os.PathLike, *, quick: bool = False, se
         ``{"name", "json", "png", "wall_s"}`` (paths as strings).
     """
     from fedopt.io import atomic_write_text
-    from figures._common import dump_data
+    from fedopt.figures._common import dump_data
 
     module = get_figure(name)
     out = check_out_dir(out_dir)

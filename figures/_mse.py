@@ -15,10 +15,10 @@ import numpy as np
 
 from fedopt.channel import draw_channel
 from fedopt.instance import Instance
-from figures._common import Progress, spawn_rng, subcarrier_subset, tick
-from solvers.beamforming import solve_beamforming
-from solvers.bounds import single_device_bound
-from solvers.problem import BeamformingProblem
+from fedopt.figures._common import Progress, spawn_rng, subcarrier_subset, tick
+from fedopt.solvers.beamforming import solve_beamforming
+from fedopt.solvers.bounds import single_device_bound
+from fedopt.solvers.problem import BeamformingProblem
 
 __all__ = ["METHODS", "LABELS", "BOUND_LABELS", "STYLE", "MSE_LABEL", "mse_point",
            "sweep", "base_instance"]
@@ -156,7 +156,7 @@ def sweep(instances: Sequence[Instance], *, seed: int, draws: int, subcarriers: 
 def ratio_axis(ax_r: Any, d: dict[str, Any], mse: dict[str, Any], title: str) -> None:
     """The right panel shared by the MSE figures: every method's mean MSE over the mean best
     lower bound, on a log axis with plain tick labels and room for the legend."""
-    from figures._common import plain_log_ticks
+    from fedopt.figures._common import plain_log_ticks
 
     ax_r.axhline(1.0, color="black", ls="--", lw=1.2, label="= best lower bound")
     ax_r.set_yscale("log")

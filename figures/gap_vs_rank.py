@@ -40,7 +40,7 @@ import numpy as np
 
 from fedopt.channel import draw_channel
 from fedopt.units import linear_to_db
-from figures._common import (
+from fedopt.figures._common import (
     Progress,
     figure_canvas,
     save_png,
@@ -49,10 +49,10 @@ from figures._common import (
     tick,
     unwrap,
 )
-from gap_models import TERM_NAMES, AirFLGap
-from solvers.beamforming import solve_beamforming
-from solvers.planner import rank_block
-from solvers.problem import BeamformingProblem
+from fedopt.gap_models import TERM_NAMES, AirFLGap
+from fedopt.solvers.beamforming import solve_beamforming
+from fedopt.solvers.planner import rank_block
+from fedopt.solvers.problem import BeamformingProblem
 
 __all__ = ["NAME", "TITLE", "compute", "plot"]
 

@@ -25,8 +25,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from figures import _mse
-from figures._common import Progress, figure_canvas, save_png, unwrap
+from fedopt.figures import _mse
+from fedopt.figures._common import Progress, figure_canvas, save_png, unwrap
 
 __all__ = ["NAME", "TITLE", "compute", "plot"]
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from figures import _mse
-from figures._common import Progress, figure_canvas, save_png, unwrap
+from fedopt.figures import _mse
+from fedopt.figures._common import Progress, figure_canvas, save_png, unwrap
 
 __all__ = ["NAME", "TITLE", "compute", "plot", "fitted_slope"]
 

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from figures._common import Progress, figure_canvas, save_png, unwrap
+from fedopt.figures._common import Progress, figure_canvas, save_png, unwrap
 
 NAME = "training_loss"
 TITLE = "Federated LoRA training loss vs rounds (tiny-char)"
@@ -36,7 +36,7 @@ def compute(*, quick: bool = False, seed: int = 0, progress: Progress | None = N
             ) -> dict[str, Any]:
     """Validate the comparison set; keep per-method curves and final numbers."""
     from fedopt.instance import load_instance
-    from solvers.validate import DEFAULT_BASELINES, ValidateSettings, validate
+    from fedopt.solvers.validate import DEFAULT_BASELINES, ValidateSettings, validate
 
     seeds = (seed,) if quick else (seed, seed + 1, seed + 2)
     settings = (ValidateSettings(rounds=3, seeds=seeds, eval_every=1, eval_batches=1,

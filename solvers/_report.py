@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from solvers.bounds import best_bound
-from solvers.problem import BeamformingProblem
-from solvers.result import SolveResult, Status
+from fedopt.solvers.bounds import best_bound
+from fedopt.solvers.problem import BeamformingProblem
+from fedopt.solvers.result import SolveResult, Status
 
 __all__ = ["CERTIFY_RTOL", "unit_norm", "beamforming_result"]
 

@@ -42,7 +42,7 @@ import numpy as np
 from scipy.special import lambertw
 
 from fedopt.errors import InfeasibleError, InvalidArgumentError, SolverError
-from solvers.result import Status
+from fedopt.solvers.result import Status
 
 __all__ = [
     "rate_bps",

@@ -36,11 +36,11 @@ from typing import Any
 import numpy as np
 
 from fedopt.errors import SolverError
-from solvers._report import CERTIFY_RTOL
-from solvers._report import beamforming_result as _result
-from solvers.bounds import best_bound, single_device_values, top_eigenvalues
-from solvers.problem import BeamformingProblem
-from solvers.result import SolveResult
+from fedopt.solvers._report import CERTIFY_RTOL
+from fedopt.solvers._report import beamforming_result as _result
+from fedopt.solvers.bounds import best_bound, single_device_values, top_eigenvalues
+from fedopt.solvers.problem import BeamformingProblem
+from fedopt.solvers.result import SolveResult
 
 __all__ = [
     "CERTIFY_RTOL",

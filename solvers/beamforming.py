@@ -15,8 +15,8 @@ import numpy as np
 
 from fedopt.channel import Channel, draw_channel
 from fedopt.instance import Instance
-from solvers.problem import BeamformingProblem
-from solvers.result import SolveResult
+from fedopt.solvers.problem import BeamformingProblem
+from fedopt.solvers.result import SolveResult
 
 __all__ = ["BEAMFORMING_METHODS", "solve_beamforming", "beamforming_problem"]
 
@@ -60,11 +60,11 @@ def solve_beamforming(
         Manifold: fields of :class:`~solvers.manifold.ManifoldOptions`; SDR: ``randomizations``,
         ``solvers``; others: none.
     """
-    from solvers import baselines
+    from fedopt.solvers import baselines
 
     rng = np.random.default_rng(rng)
     if method == "beamforming":
-        from solvers.manifold import ManifoldOptions, manifold_beamforming
+        from fedopt.solvers.manifold import ManifoldOptions, manifold_beamforming
 
         starts = [baselines.centroid(problem).solution,
                   baselines.mrc_weakest(problem, single_device_optimal=True).solution]

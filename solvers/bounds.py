@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from solvers.problem import BeamformingProblem
+from fedopt.solvers.problem import BeamformingProblem
 
 __all__ = [
     "top_eigenvalues",

@@ -139,7 +139,7 @@ def calibrate(instance: Instance, *, rounds: int = 20, ranks: tuple[int, int] | 
         Bad ``rounds`` or ``ranks``; :class:`~fedopt.errors.PlanError` if the instance's LoRA
         layers are not the loop model's.
     """
-    from solvers.validate import ValidateSettings, check_model_layers
+    from fedopt.solvers.validate import ValidateSettings, check_model_layers
 
     if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1:
         raise InvalidArgumentError(f"rounds: got {rounds!r}, must be an integer >= 1")
@@ -171,7 +171,7 @@ def calibrate(instance: Instance, *, rounds: int = 20, ranks: tuple[int, int] | 
     # coefficients: F(r_a) − F(r_b) = (L_s/2)(ε-tail(r_a) − ε-tail(r_b)) and, from a third
     # pilot with injected zero-mean error of mean ‖e‖² = D, F_noisy − F(r_b) = (L_s λ/2μ) · D
     # (common random numbers: all pilots share batches and initialization)
-    from gap_models.airfl import RankTruncation
+    from fedopt.gap_models.airfl import RankTruncation
 
     m_n, _ = _pilot(instance, data, base, r_b, rounds, seed, settings, noise=noise)
     tails = RankTruncation(np.asarray(spectrum)).energy_beyond(np.array([r_a, r_b]),

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from solvers._report import beamforming_result
-from solvers.problem import BeamformingProblem
-from solvers.result import SolveResult, Status
+from fedopt.solvers._report import beamforming_result
+from fedopt.solvers.problem import BeamformingProblem
+from fedopt.solvers.result import SolveResult, Status
 
 __all__ = ["ManifoldOptions", "LogMaxCost", "manifold_beamforming", "to_real", "from_real"]
 

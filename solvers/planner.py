@@ -33,11 +33,11 @@ from fedopt.channel import Channel, draw_channel
 from fedopt.errors import InfeasibleError
 from fedopt.instance import Instance
 from fedopt.plan import Plan
-from gap_models import TERM_NAMES, AirFLGap
-from solvers.beamforming import solve_beamforming
-from solvers.bounds import single_device_bound
-from solvers.problem import BeamformingProblem
-from solvers.result import SolveResult, Status
+from fedopt.gap_models import TERM_NAMES, AirFLGap
+from fedopt.solvers.beamforming import solve_beamforming
+from fedopt.solvers.bounds import single_device_bound
+from fedopt.solvers.problem import BeamformingProblem
+from fedopt.solvers.result import SolveResult, Status
 
 __all__ = ["PLAN_METHODS", "SEARCHES", "StreamSolution", "beamformers_for", "energy_per_device",
            "evaluate", "plan", "rank_block", "stream_rng", "transmit_power_w"]
@@ -187,7 +187,7 @@ def plan(
         If no candidate (r, L) meets the latency (or energy) budget; the message states the
         smallest achievable latency.
     """
-    from solvers.beamforming import BEAMFORMING_METHODS
+    from fedopt.solvers.beamforming import BEAMFORMING_METHODS
 
     t0 = time.perf_counter()
     if method in PLAN_METHODS:

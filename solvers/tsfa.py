@@ -93,10 +93,10 @@ from fedopt.channel import draw_channel
 from fedopt.digital import kept_components, noise_psd_w_hz, payload_bits, snr_hz
 from fedopt.errors import InfeasibleError, InvalidArgumentError
 from fedopt.instance import Instance
-from gap_models.airfl import RankTruncation
-from gap_models.tsfa import TSFABound, dropped_energy
-from solvers.bandwidth import allocate_min_latency, bandwidth_for_deadline
-from solvers.result import SolveResult, Status
+from fedopt.gap_models.airfl import RankTruncation
+from fedopt.gap_models.tsfa import TSFABound, dropped_energy
+from fedopt.solvers.bandwidth import allocate_min_latency, bandwidth_for_deadline
+from fedopt.solvers.result import SolveResult, Status
 
 __all__ = ["EXACT_MAX_DEVICES", "RankSelection", "RoundDecision", "TSFAController",
            "select_rank", "simulate", "plan_tsfa"]

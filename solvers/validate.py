@@ -228,8 +228,8 @@ class RoundBeamformers:
 
     def __call__(self, t: int, H: np.ndarray) -> np.ndarray:
         from fedopt.channel import Channel
-        from solvers.beamforming import solve_beamforming
-        from solvers.problem import BeamformingProblem
+        from fedopt.solvers.beamforming import solve_beamforming
+        from fedopt.solvers.problem import BeamformingProblem
 
         key = (*self._chain, int(t))
         if key not in self.cache:
@@ -257,7 +257,7 @@ class TSFADecisions:
     :class:`fedopt.aggregators.DigitalAggregator`; the virtual queue is its state."""
 
     def __init__(self, instance: Instance, rank: int, seed: int, *, V: float, **options: Any):
-        from solvers.tsfa import TSFAController
+        from fedopt.solvers.tsfa import TSFAController
 
         self.instance = instance
         self.seed = int(seed)
@@ -322,7 +322,7 @@ def _aircomp_setup(instance: Instance, plan: Plan, seed: int, settings: Validate
 
 
 def _plan_for(instance: Instance, method: str, seed: int) -> Plan:
-    from solvers.planner import plan
+    from fedopt.solvers.planner import plan
 
     return plan(instance, method, seed=seed).solution
 
@@ -341,7 +341,7 @@ def _setups(method: str, instance: Instance, seed: int, settings: ValidateSettin
         return _Setup(rank=p.rank, aggregator=IdealAggregator(),
                       predicted={"latency_s": None, "aggregation_error": 0.0})
     if method == "digital":
-        from solvers.tsfa import plan_tsfa
+        from fedopt.solvers.tsfa import plan_tsfa
 
         p = plan_tsfa(instance, seed=seed).solution
         decide = TSFADecisions(instance, p.rank, seed, V=settings.tsfa_v)
@@ -367,8 +367,8 @@ def _setups(method: str, instance: Instance, seed: int, settings: ValidateSettin
 
 
 def _valid_methods() -> list[str]:
-    from solvers.beamforming import BEAMFORMING_METHODS
-    from solvers.planner import PLAN_METHODS
+    from fedopt.solvers.beamforming import BEAMFORMING_METHODS
+    from fedopt.solvers.planner import PLAN_METHODS
 
     return [*PLAN_METHODS, *BEAMFORMING_METHODS, *EXTRA_METHODS]
 

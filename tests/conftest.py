@@ -74,7 +74,7 @@ def invoke():
     exit (typer.Exit), never an uncaught exception or a traceback."""
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from fedopt.cli.main import app
 
     runner = CliRunner()
 

@@ -12,7 +12,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from fedopt.errors import FedOptError, InfeasibleError, InvalidArgumentError
-from solvers.bandwidth import (
+from fedopt.solvers.bandwidth import (
     BandwidthAllocation,
     _dbandwidth_dtau,
     _Needs,
@@ -25,7 +25,7 @@ from solvers.bandwidth import (
     rate_bps,
     saturation_rate_bps,
 )
-from solvers.result import Status
+from fedopt.solvers.result import Status
 
 LN2 = math.log(2.0)
 N0_W_HZ = 10 ** (-20.4) * 10 ** 0.9  # −174 dBm/Hz with a 9 dB noise figure

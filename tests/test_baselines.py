@@ -16,7 +16,7 @@ from numpy.testing import assert_allclose
 
 from fedopt.channel import draw_channel
 from fedopt.errors import InfeasibleError, SolverError
-from solvers.baselines import (
+from fedopt.solvers.baselines import (
     BASELINES,
     centroid,
     mrc_weakest,
@@ -24,15 +24,15 @@ from solvers.baselines import (
     random_beamformer,
     sdr,
 )
-from solvers.bounds import (
+from fedopt.solvers.bounds import (
     best_bound,
     single_device_bound,
     single_device_values,
     top_eigenvalues,
     trivial_bound_l1,
 )
-from solvers.problem import BeamformingProblem
-from solvers.result import SolveResult, Status
+from fedopt.solvers.problem import BeamformingProblem
+from fedopt.solvers.result import SolveResult, Status
 
 SIGMA2 = 1e-15
 # Bounds are closed forms and baselines evaluate the exact f: both carry only float64 rounding

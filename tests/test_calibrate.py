@@ -10,8 +10,8 @@ import pytest
 
 from fedopt.errors import InvalidArgumentError, PlanError
 from fedopt.instance import load_instance
-from gap_models import AirFLGap
-from solvers.calibrate import calibrate
+from fedopt.gap_models import AirFLGap
+from fedopt.solvers.calibrate import calibrate
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_power_law_reproduces_both_pilots(cal):
 def test_coefficients_reproduce_the_measured_loss_differences(cal):
     # L_s/2 · (ε-tail(r_a) − ε-tail(r_b)) = F(r_a) − F(r_b) and gain · D = F_noisy − F(r_b),
     # by construction of the fit (exact up to the 4-digit rounding written to the instance)
-    from gap_models.airfl import GapConstants, RankTruncation
+    from fedopt.gap_models.airfl import GapConstants, RankTruncation
 
     m = cal.measurements
     tails = RankTruncation(np.asarray(cal.spectrum_values)).energy_beyond(

@@ -12,7 +12,7 @@ import pytest
 from numpy.testing import assert_array_equal
 from typer.testing import CliRunner
 
-from cli.main import app
+from fedopt.cli.main import app
 from fedopt.channel import Channel, draw_channel
 from fedopt.instance import Instance, list_presets, load_instance
 
@@ -191,7 +191,7 @@ def test_channel_draw(invoke, tmp_path, small_instance):
 def test_cli_import_is_light():
     # `fedopt --help` must stay instant: no heavy numerical stack at import time (STYLE.md)
     heavy = ("torch", "cvxpy", "pymanopt", "dask", "matplotlib")
-    code = f"import sys, cli.main; print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    code = f"import sys, fedopt.cli.main; print(','.join(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout

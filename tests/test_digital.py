@@ -18,7 +18,7 @@ from fedopt.digital import (
     snr_hz,
 )
 from fedopt.errors import ChannelFileError, InvalidArgumentError
-from solvers.bandwidth import rate_bps, saturation_rate_bps
+from fedopt.solvers.bandwidth import rate_bps, saturation_rate_bps
 
 
 def test_payload_bits_closed_form(small_instance):

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import figures
+from fedopt import figures
 from fedopt.errors import InvalidArgumentError
-from figures import _common
+from fedopt.figures import _common
 
 MINE = ("mse_vs_nr", "mse_vs_power", "gap_vs_rank")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -34,7 +34,7 @@ RTOL_BOUND = 1e-9
 
 
 def _run_cli(*args):
-    from cli.main import app
+    from fedopt.cli.main import app
 
     res = CliRunner().invoke(app, [str(a) for a in args])
     assert res.exception is None or isinstance(res.exception, SystemExit), res.output
@@ -141,7 +141,7 @@ def test_mse_falls_with_receive_antennas(made):
 
 def test_mse_inversely_proportional_to_power(made):
     d = made["mse_vs_power"][1]["data"]
-    from figures.mse_vs_power import fitted_slope
+    from fedopt.figures.mse_vs_power import fitted_slope
 
     for key, values in d["mse"].items():
         assert d["slopes"][key] == pytest.approx(fitted_slope(d["p_dbm"], values), abs=1e-12)
@@ -199,7 +199,7 @@ def fake_figures(tmp_path, monkeypatch):
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "good.py").write_text(
-        "from figures._common import figure_canvas, save_png\n"
+        "from fedopt.figures._common import figure_canvas, save_png\n"
         "NAME, TITLE = 'good', 'Good'\n"
         "def compute(*, quick=False, seed=0, progress=None):\n"
         "    return {'name': NAME, 'x': [1.0, 2.0], 'bad': BAD}\n"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from figures import run_figure
+from fedopt.figures import run_figure
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from fedopt.instance import Instance
-from gap_models import TERM_NAMES
-from solvers.planner import evaluate, plan
+from fedopt.gap_models import TERM_NAMES
+from fedopt.solvers.planner import evaluate, plan
 
 
 @pytest.fixture

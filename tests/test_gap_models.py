@@ -15,7 +15,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from fedopt.channel import draw_channel
 from fedopt.errors import FedOptError, InvalidArgumentError
 from fedopt.instance import Instance
-from gap_models import (
+from fedopt.gap_models import (
     TERM_NAMES,
     AirFLGap,
     GapConstants,
@@ -23,7 +23,7 @@ from gap_models import (
     factor_covariance,
     factor_error_terms,
 )
-from solvers.planner import beamformers_for, evaluate
+from fedopt.solvers.planner import beamformers_for, evaluate
 
 # two layer groups of different shapes (max ranks 16 and 8) and non-default constants, so that
 # no closed form below can pass by a coincidence of ones

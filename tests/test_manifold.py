@@ -21,11 +21,11 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from fedopt.errors import InfeasibleError
-from solvers.beamforming import solve_beamforming
-from solvers.bounds import best_bound, single_device_bound
-from solvers.manifold import LogMaxCost
-from solvers.problem import BeamformingProblem
-from solvers.result import Status
+from fedopt.solvers.beamforming import solve_beamforming
+from fedopt.solvers.bounds import best_bound, single_device_bound
+from fedopt.solvers.manifold import LogMaxCost
+from fedopt.solvers.problem import BeamformingProblem
+from fedopt.solvers.result import Status
 
 SIGMA2 = 1e-15
 SOLVER_SEED = 1

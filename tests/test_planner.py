@@ -17,13 +17,13 @@ from conftest import make_instance
 from numpy.testing import assert_array_equal
 from typer.testing import CliRunner
 
-from cli.main import app
+from fedopt.cli.main import app
 from fedopt.channel import Channel, draw_channel
 from fedopt.errors import InfeasibleError
 from fedopt.instance import Instance
-from gap_models import TERM_NAMES, AirFLGap
-from solvers.beamforming import BEAMFORMING_METHODS
-from solvers.planner import (
+from fedopt.gap_models import TERM_NAMES, AirFLGap
+from fedopt.solvers.beamforming import BEAMFORMING_METHODS
+from fedopt.solvers.planner import (
     PLAN_METHODS,
     SEARCHES,
     beamformers_for,
@@ -32,7 +32,7 @@ from solvers.planner import (
     plan,
     rank_block,
 )
-from solvers.problem import BeamformingProblem
+from fedopt.solvers.problem import BeamformingProblem
 
 # a cheap SDR: the latency test only needs a feasible plan from it
 OPTIONS = {"sdr": {"randomizations": 20}}

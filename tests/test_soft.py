@@ -21,7 +21,7 @@ from fedopt.soft import (
     svd_truncation,
     top_components,
 )
-from gap_models.tsfa import dropped_energy
+from fedopt.gap_models.tsfa import dropped_energy
 
 
 def _orthogonal_factors(rng: np.random.Generator, d: int, k: int, r: int,

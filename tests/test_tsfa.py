@@ -21,10 +21,10 @@ from fedopt.channel import draw_channel
 from fedopt.digital import noise_psd_w_hz, payload_bits, snr_hz
 from fedopt.errors import InfeasibleError, InvalidArgumentError
 from fedopt.instance import Instance
-from gap_models.tsfa import TSFABound
-from solvers.bandwidth import allocate_min_latency, device_latency_s
-from solvers.result import Status
-from solvers.tsfa import TSFAController, select_rank, simulate
+from fedopt.gap_models.tsfa import TSFABound
+from fedopt.solvers.bandwidth import allocate_min_latency, device_latency_s
+from fedopt.solvers.result import Status
+from fedopt.solvers.tsfa import TSFAController, select_rank, simulate
 
 #: objectives of decide() and of the enumeration: both evaluate τ*(m) with the same allocation
 #: (rtol 1e-12); the branch and bound prunes at rtol 1e-10

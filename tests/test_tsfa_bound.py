@@ -13,7 +13,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from fedopt.errors import InvalidArgumentError
 from fedopt.instance import Instance
-from gap_models import (
+from fedopt.gap_models import (
     TSFA_TERM_NAMES,
     RankTruncation,
     TSFABound,

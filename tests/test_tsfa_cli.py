@@ -18,12 +18,12 @@ import pytest
 from numpy.testing import assert_allclose
 from typer.testing import CliRunner
 
-from cli.main import app
+from fedopt.cli.main import app
 from fedopt.channel import draw_channel
 from fedopt.digital import kept_components, payload_bits, snr_hz
 from fedopt.instance import Instance
 from fedopt.plan import Plan
-from solvers.bandwidth import allocate_min_latency, rate_bps
+from fedopt.solvers.bandwidth import allocate_min_latency, rate_bps
 
 #: Monte-Carlo rounds of the offline stage: enough to exercise it, cheap enough for the CLI tests
 SAMPLES = 10

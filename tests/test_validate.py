@@ -13,7 +13,7 @@ import pytest
 
 from fedopt.errors import CheckpointError, InvalidArgumentError, PlanError
 from fedopt.instance import load_instance
-from solvers.validate import ValidateSettings, check_model_layers, loop_layers, validate
+from fedopt.solvers.validate import ValidateSettings, check_model_layers, loop_layers, validate
 
 JSON_KEYS = ("final_train_loss", "final_eval_loss", "perplexity", "measured_aggregation_error",
              "predicted_aggregation_error", "latency_s")
