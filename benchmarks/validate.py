@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fedopt.instance import load_instance
-from fedopt.solvers.validate import DEFAULT_BASELINES, ValidateSettings, validate
+from fedopt.solvers.validation import DEFAULT_BASELINES, ValidateSettings, validate
 
 
 def comparison(settings: ValidateSettings) -> dict[str, Any]:

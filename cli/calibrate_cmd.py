@@ -29,7 +29,7 @@ def calibrate(
     with user_errors():
         from fedopt.errors import InvalidArgumentError
         from fedopt.instance import load_instance
-        from fedopt.solvers.calibrate import calibrate as run
+        from fedopt.solvers.validation import calibrate as run
 
         if output is not None and output.exists() and not force:
             raise InvalidArgumentError(f"--output: {output} exists; pass --force to overwrite")

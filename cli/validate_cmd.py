@@ -150,8 +150,8 @@ def validate(
     """Run a plan through the federated LoRA loop and compare predicted with measured
     aggregation error, loss, perplexity, latency and energy (optionally against baselines)."""
     with user_errors():
-        from fedopt.solvers.validate import DEFAULT_BASELINES, ValidateSettings
-        from fedopt.solvers.validate import validate as run
+        from fedopt.solvers.validation import DEFAULT_BASELINES, ValidateSettings
+        from fedopt.solvers.validation import validate as run
 
         plan, inst = _load(source, instance)
         base = ValidateSettings.quick() if quick else ValidateSettings()

@@ -14,38 +14,9 @@ editable install) the folders are not inside ``fedopt/``: :func:`_map_source_tre
 exactly these four names, ``fedopt.solvers`` → ``<repo>/solvers`` and so on, and nothing else.
 """
 
+
 import sys as _sys
 from pathlib import Path as _Path
-
-#: sub-packages that live in top-level folders of the repository
-_MAPPED = ("solvers", "gap_models", "cli", "figures")
-
-
-def _map_source_tree() -> None:
-    here = _Path(__file__).resolve().parent
-    if (here / "solvers").is_dir():  # the installed layout: nothing to map
-        return
-    import importlib.util
-
-    root = here.parent
-
-    class _SourceTreeFinder:
-        """Finds ``fedopt.<name>`` for the names of :data:`_MAPPED` in ``<repo>/<name>``."""
-
-        @staticmethod
-        def find_spec(fullname, path=None, target=None):
-            parent, _, name = fullname.partition(".")
-            init = root / name / "__init__.py"
-            if parent != "fedopt" or name not in _MAPPED or not init.is_file():
-                return None
-            return importlib.util.spec_from_file_location(
-                fullname, init, submodule_search_locations=[str(root / name)])
-
-    if not any(getattr(f, "__name__", "") == "_SourceTreeFinder" for f in _sys.meta_path):
-        _sys.meta_path.append(_SourceTreeFinder)  # once, even if fedopt is reloaded
-
-
-_map_source_tree()
 
 from fedopt.channel import Channel, draw_channel
 from fedopt.errors import (
@@ -80,3 +51,34 @@ __all__ = [
     "list_presets",
     "load_instance",
 ]
+
+
+#: sub-packages that live in top-level folders of the repository
+_MAPPED = ("solvers", "gap_models", "cli", "figures")
+
+
+def _map_source_tree() -> None:
+    here = _Path(__file__).resolve().parent
+    if (here / "solvers").is_dir():  # the installed layout: nothing to map
+        return
+    import importlib.util
+
+    root = here.parent
+
+    class _SourceTreeFinder:
+        """Finds ``fedopt.<name>`` for the names of :data:`_MAPPED` in ``<repo>/<name>``."""
+
+        @staticmethod
+        def find_spec(fullname, path=None, target=None):
+            parent, _, name = fullname.partition(".")
+            init = root / name / "__init__.py"
+            if parent != "fedopt" or name not in _MAPPED or not init.is_file():
+                return None
+            return importlib.util.spec_from_file_location(
+                fullname, init, submodule_search_locations=[str(root / name)])
+
+    if not any(getattr(f, "__name__", "") == "_SourceTreeFinder" for f in _sys.meta_path):
+        _sys.meta_path.append(_SourceTreeFinder)  # once, even if fedopt is reloaded
+
+
+_map_source_tree()

@@ -104,8 +104,8 @@ def run_figure(name: str, out_dir: str | os.PathLike, *, quick: bool = False, se
     dict
         ``{"name", "json", "png", "wall_s"}`` (paths as strings).
     """
-    from fedopt.io import atomic_write_text
     from fedopt.figures._common import dump_data
+    from fedopt.io import atomic_write_text
 
     module = get_figure(name)
     out = check_out_dir(out_dir)

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from fedopt.channel import draw_channel
-from fedopt.instance import Instance
 from fedopt.figures._common import Progress, spawn_rng, subcarrier_subset, tick
+from fedopt.instance import Instance
 from fedopt.solvers.beamforming import solve_beamforming
 from fedopt.solvers.bounds import single_device_bound
 from fedopt.solvers.problem import BeamformingProblem

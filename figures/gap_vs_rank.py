@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 
 from fedopt.channel import draw_channel
-from fedopt.units import linear_to_db
 from fedopt.figures._common import (
     Progress,
     figure_canvas,
@@ -53,6 +52,7 @@ from fedopt.gap_models import TERM_NAMES, AirFLGap
 from fedopt.solvers.beamforming import solve_beamforming
 from fedopt.solvers.planner import rank_block
 from fedopt.solvers.problem import BeamformingProblem
+from fedopt.units import linear_to_db
 
 __all__ = ["NAME", "TITLE", "compute", "plot"]
 

@@ -36,7 +36,7 @@ def compute(*, quick: bool = False, seed: int = 0, progress: Progress | None = N
             ) -> dict[str, Any]:
     """Sweep the device power; validate the methods at each point."""
     from fedopt.instance import load_instance
-    from fedopt.solvers.validate import ValidateSettings, validate
+    from fedopt.solvers.validation import ValidateSettings, validate
 
     base = load_instance("tiny-char")
     powers = [-20.0, 0.0] if quick else [-30.0, -25.0, -20.0, -10.0, 0.0]

@@ -1,8 +1,8 @@
 """Figure (d): training loss vs rounds for the `fedopt validate` comparison set.
 
-Runs :func:`solvers.validate.validate` on the ``tiny-char`` preset with the AirFL-LoRA plan and
-the baselines (ideal, fixed-rank, random-plan, single-stream, digital) and plots, per method, the
-φ-weighted training loss of every round (left) and the global held-out loss (right), averaged
+Runs :func:`fedopt.solvers.validation.validate` on the ``tiny-char`` preset with the AirFL-LoRA
+plan and the baselines (ideal, fixed-rank, random-plan, single-stream, digital) and plots, per
+method, the φ-weighted training loss of every round (left) and the global held-out loss (right), averaged
 over seeds. Every method of a seed shares data, mini-batches and channel draws (common random
 numbers), so the gaps between curves are the methods' doing.
 
@@ -36,7 +36,7 @@ def compute(*, quick: bool = False, seed: int = 0, progress: Progress | None = N
             ) -> dict[str, Any]:
     """Validate the comparison set; keep per-method curves and final numbers."""
     from fedopt.instance import load_instance
-    from fedopt.solvers.validate import DEFAULT_BASELINES, ValidateSettings, validate
+    from fedopt.solvers.validation import DEFAULT_BASELINES, ValidateSettings, validate
 
     seeds = (seed,) if quick else (seed, seed + 1, seed + 2)
     settings = (ValidateSettings(rounds=3, seeds=seeds, eval_every=1, eval_batches=1,

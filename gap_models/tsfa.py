@@ -46,8 +46,8 @@ import numpy as np
 
 from fedopt.digital import kept_components
 from fedopt.errors import InvalidArgumentError
-from fedopt.instance import Instance
 from fedopt.gap_models.airfl import RankTruncation
+from fedopt.instance import Instance
 
 __all__ = ["TSFA_TERM_NAMES", "TSFAConstants", "TSFABound", "dropped_energy"]
 

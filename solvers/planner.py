@@ -31,9 +31,9 @@ import numpy as np
 from fedopt import aircomp
 from fedopt.channel import Channel, draw_channel
 from fedopt.errors import InfeasibleError
+from fedopt.gap_models import TERM_NAMES, AirFLGap
 from fedopt.instance import Instance
 from fedopt.plan import Plan
-from fedopt.gap_models import TERM_NAMES, AirFLGap
 from fedopt.solvers.beamforming import solve_beamforming
 from fedopt.solvers.bounds import single_device_bound
 from fedopt.solvers.problem import BeamformingProblem

@@ -92,9 +92,9 @@ import numpy as np
 from fedopt.channel import draw_channel
 from fedopt.digital import kept_components, noise_psd_w_hz, payload_bits, snr_hz
 from fedopt.errors import InfeasibleError, InvalidArgumentError
-from fedopt.instance import Instance
 from fedopt.gap_models.airfl import RankTruncation
 from fedopt.gap_models.tsfa import TSFABound, dropped_energy
+from fedopt.instance import Instance
 from fedopt.solvers.bandwidth import allocate_min_latency, bandwidth_for_deadline
 from fedopt.solvers.result import SolveResult, Status
 

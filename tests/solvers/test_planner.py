@@ -17,11 +17,11 @@ from conftest import make_instance
 from numpy.testing import assert_array_equal
 from typer.testing import CliRunner
 
-from fedopt.cli.main import app
 from fedopt.channel import Channel, draw_channel
+from fedopt.cli.main import app
 from fedopt.errors import InfeasibleError
-from fedopt.instance import Instance
 from fedopt.gap_models import TERM_NAMES, AirFLGap
+from fedopt.instance import Instance
 from fedopt.solvers.beamforming import BEAMFORMING_METHODS
 from fedopt.solvers.planner import (
     PLAN_METHODS,

@@ -315,7 +315,7 @@ def soft_component_mask(updates: np.ndarray, layers: list[tuple[int, int]], rank
     """Per device and layer, keep the m_k rank-1 components of largest score (spec 04 §4).
 
     ``updates`` (K, q) hold, layer after layer, A (r × d_in) then B (d_out × r), row-major (the
-    order of :func:`fedopt.lora.flatten_lora`). Component i of a layer is the pair (b_i, a_i)
+    order of :func:`fedopt.fl.lora.flatten_lora`). Component i of a layer is the pair (b_i, a_i)
     with score s_i = ‖b_i‖ ‖a_i‖; ties keep the lower index. Returns a 0/1 mask of shape (K, q)
     that keeps exactly those pairs.
     """

@@ -422,7 +422,7 @@ def set_rank_mask(modules: LoRAModules, mask: Any | Mapping[str, Any]) -> None:
     """Set the rank mask of every adapter (one vector of length r), or per layer (name → vector).
 
     Masks are validated before any is set; 1 / ``True`` keeps a component, 0 / ``False`` drops it
-    (:func:`fedopt.soft.index_to_mask` gives one from kept indices).
+    (:func:`fedopt.fl.soft.index_to_mask` gives one from kept indices).
     """
     mods = lora_modules(modules)
     if isinstance(mask, Mapping):

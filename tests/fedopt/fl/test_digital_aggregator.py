@@ -15,9 +15,9 @@ import torch
 from numpy.testing import assert_allclose, assert_array_equal
 from torch import nn
 
-from fedopt.aggregators import DigitalAggregator, IdealAggregator, soft_component_mask
 from fedopt.errors import InvalidArgumentError
-from fedopt.lora import LoRALinear, flatten_lora, unflatten_lora
+from fedopt.fl.aggregators import DigitalAggregator, IdealAggregator, soft_component_mask
+from fedopt.fl.lora import LoRALinear, flatten_lora, unflatten_lora
 
 LAYERS = [(5, 3), (4, 6)]  # (d_out, d_in): two layers of different shapes, neither square
 RANK = 4

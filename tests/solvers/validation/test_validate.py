@@ -1,4 +1,4 @@
-"""End-to-end validation (solvers.validate, ``fedopt validate``): contracts, plans, bad input.
+"""End-to-end validation (``fedopt validate``): contracts, plans, bad input.
 
 Runs are short (1–2 rounds, one seed, the equivalent-noise path where the path does not matter)
 so the file stays within a few tens of seconds on a 2-core CPU.
@@ -13,7 +13,7 @@ import pytest
 
 from fedopt.errors import CheckpointError, InvalidArgumentError, PlanError
 from fedopt.instance import load_instance
-from fedopt.solvers.validate import ValidateSettings, check_model_layers, loop_layers, validate
+from fedopt.solvers.validation import ValidateSettings, check_model_layers, loop_layers, validate
 
 JSON_KEYS = ("final_train_loss", "final_eval_loss", "perplexity", "measured_aggregation_error",
              "predicted_aggregation_error", "latency_s")
@@ -38,7 +38,7 @@ def test_tiny_char_layers_are_the_loop_models():
         (layer.d_out, layer.d_in, layer.count) for layer in inst.lora.layers]
     assert inst.lora.params_per_rank == sum(d["count"] * (d["d_out"] + d["d_in"]) for d in spec)
     # and the preset's data shares are the loop's split (K = 10, Dirichlet 1, seed 0)
-    from fedopt.data import make_federated_data
+    from fedopt.fl.data import make_federated_data
 
     assert tuple(make_federated_data(10, seed=0).data_sizes) == inst.devices.dataset_size
     check_model_layers(inst)

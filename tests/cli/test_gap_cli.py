@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from fedopt.instance import Instance
 from fedopt.gap_models import TERM_NAMES
+from fedopt.instance import Instance
 from fedopt.solvers.planner import evaluate, plan
 
 

@@ -14,7 +14,6 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from fedopt.channel import draw_channel
 from fedopt.errors import FedOptError, InvalidArgumentError
-from fedopt.instance import Instance
 from fedopt.gap_models import (
     TERM_NAMES,
     AirFLGap,
@@ -23,6 +22,7 @@ from fedopt.gap_models import (
     factor_covariance,
     factor_error_terms,
 )
+from fedopt.instance import Instance
 from fedopt.solvers.planner import beamformers_for, evaluate
 
 # two layer groups of different shapes (max ranks 16 and 8) and non-default constants, so that

@@ -7,7 +7,7 @@ Architecture (pre-norm GPT): token + learned position embeddings, ``n_layers`` b
 a final LayerNorm and a linear head (tied to the token embedding by default). Attention is
 causal: position i attends to positions ≤ i only (an explicit −∞ mask before the softmax, so a
 future token changes earlier logits by exactly nothing). ``q``, ``k``, ``v``, ``proj``, ``fc1`` and
-``fc2`` are separate ``nn.Linear`` layers so that :mod:`fedopt.lora` can adapt them by name.
+``fc2`` are separate ``nn.Linear`` layers so that :mod:`fedopt.fl.lora` can adapt them by name.
 
 Initialization is drawn from an explicit ``torch.Generator`` (:meth:`CharTransformer.init_weights`):
 weights N(0, 0.02²), the residual outputs ``proj`` and ``fc2`` N(0, (0.02/√(2 n_layers))²) (GPT-2),
@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedopt.data import CharVocab, sample_batch
 from fedopt.errors import CheckpointError, InvalidArgumentError
+from fedopt.fl.data import CharVocab, sample_batch
 from fedopt.io import atomic_write_bytes
 
 __all__ = [
@@ -296,7 +296,7 @@ def pretrain(model: CharTransformer, data: np.ndarray, *, steps: int, batch_size
              grad_clip: float | None = 1.0, seq_len: int | None = None) -> list[float]:
     """Pre-train ``model`` in place with AdamW on random windows of ``data``; deterministic.
 
-    Each step draws ``batch_size`` windows with :func:`fedopt.data.sample_batch` from
+    Each step draws ``batch_size`` windows with :func:`fedopt.fl.data.sample_batch` from
     ``np.random.default_rng(seed)``, minimizes the mean next-character cross-entropy, clips the
     gradient norm to ``grad_clip`` and takes one AdamW step (β = (0.9, 0.99)).
 
@@ -487,7 +487,7 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         fit its config; the message names the path.
     """
     path = Path(path)
-    hint = "re-create it with fedopt.charmodel.save_checkpoint (pre-train the model again)"
+    hint = "re-create it with fedopt.fl.charmodel.save_checkpoint (pre-train the model again)"
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file; {hint}")
     try:

@@ -1,4 +1,4 @@
-"""Corpus, vocabulary, federated split and batches (fedopt.data, spec 05 §1)."""
+"""Corpus, vocabulary, federated split and batches (fedopt.fl.data, spec 05 §1)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from fedopt.data import (
+from fedopt.errors import FedOptError, InvalidArgumentError
+from fedopt.fl.data import (
     CharVocab,
     load_corpus,
     make_federated_data,
     sample_batch,
     split_clients,
 )
-from fedopt.errors import FedOptError, InvalidArgumentError
 
 
 @pytest.fixture(scope="module")

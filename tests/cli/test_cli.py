@@ -12,8 +12,8 @@ import pytest
 from numpy.testing import assert_array_equal
 from typer.testing import CliRunner
 
-from fedopt.cli.main import app
 from fedopt.channel import Channel, draw_channel
+from fedopt.cli.main import app
 from fedopt.instance import Instance, list_presets, load_instance
 
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from fedopt.aggregators import (
+from fedopt.errors import InvalidArgumentError
+from fedopt.fl.aggregators import (
     AggregationResult,
     Aggregator,
     AirCompAggregator,
     IdealAggregator,
 )
-from fedopt.errors import InvalidArgumentError
 
 K, M, NR, NT, L = 4, 4, 4, 2, 2
 Q = 2 * L * M * 50  # a multiple of 2·L·M: every slot carries the same number of reals

@@ -7,7 +7,7 @@ One round t:
    state) on mini-batches of its own training text, drawn from
    ``SeedSequence(seed, spawn_key=(2, t, k))``; its update is the pseudo-gradient
    g_k = θ_t − θ_{t,k}^{(E)} (with E = 1 and SGD, g_k = lr · ∇F_k(θ_t): FedSGD);
-3. the aggregator (:mod:`fedopt.aggregators`) estimates ḡ = Σ φ_k g_k / Σ φ_k with its own
+3. the aggregator (:mod:`fedopt.fl.aggregators`) estimates ḡ = Σ φ_k g_k / Σ φ_k with its own
    generator ``SeedSequence(seed, spawn_key=(3, t))``;
 4. the server applies θ_{t+1} = θ_t − η_s ĝ;
 5. evaluation (global held-out loss and perplexity; per client at the last round) and
@@ -41,12 +41,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedopt.aggregators import Aggregator
-from fedopt.charmodel import evaluate_loss
-from fedopt.data import FederatedData, sample_batch
 from fedopt.errors import CheckpointError, InvalidArgumentError
+from fedopt.fl.aggregators import Aggregator
+from fedopt.fl.charmodel import evaluate_loss
+from fedopt.fl.data import FederatedData, sample_batch
+from fedopt.fl.lora import flatten_lora, lora_modules, lora_parameters, unflatten_lora
 from fedopt.io import atomic_savez, atomic_write_text, ensure_dir
-from fedopt.lora import flatten_lora, lora_modules, lora_parameters, unflatten_lora
 
 __all__ = ["OPTIMIZERS", "LoopConfig", "RunResult", "run_federated", "round_rng", "client_rng",
            "CHECKPOINT_NAME", "LOG_NAME", "SUMMARY_NAME", "check_out_dir"]
@@ -306,19 +306,19 @@ def run_federated(model: nn.Module, data: FederatedData, aggregator: Aggregator,
                   metadata: Mapping[str, Any] | None = None,
                   callback: Callable[[dict[str, Any]], bool | None] | None = None
                   ) -> RunResult:
-    """Federated LoRA fine-tuning of ``model`` (adapted with :func:`fedopt.lora.apply_lora`).
+    """Federated LoRA fine-tuning of ``model`` (adapted with :func:`fedopt.fl.lora.apply_lora`).
 
     Parameters
     ----------
     model
         Any ``nn.Module`` with LoRA adapters; only the adapters' A and B are trained and sent,
-        in :func:`fedopt.lora.flatten_lora` order (length q(r)). It is modified in place and ends
+        in :func:`fedopt.fl.lora.flatten_lora` order (length q(r)). It is modified in place and ends
         holding the final global LoRA state.
     data
-        The clients' training and held-out text (:func:`fedopt.data.make_federated_data`).
+        The clients' training and held-out text (:func:`fedopt.fl.data.make_federated_data`).
     aggregator
         Anything with ``aggregate(updates, weights, round_index, rng)``
-        (:mod:`fedopt.aggregators`); if it has ``state_dict``/``load_state_dict`` its state is
+        (:mod:`fedopt.fl.aggregators`); if it has ``state_dict``/``load_state_dict`` its state is
         checkpointed.
     config
         :class:`LoopConfig` (default settings when omitted).
@@ -359,7 +359,7 @@ def run_federated(model: nn.Module, data: FederatedData, aggregator: Aggregator,
     mods = lora_modules(model)
     if not mods:
         raise InvalidArgumentError(
-            "model: has no LoRA adapters; call fedopt.lora.apply_lora(model, rank) first")
+            "model: has no LoRA adapters; call fedopt.fl.lora.apply_lora(model, rank) first")
     params = lora_parameters(mods)
     k = data.n_clients
     phi = data.weights if weights is None else np.asarray(weights, dtype=float)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fedopt.errors import InvalidArgumentError
-from fedopt.soft import (
+from fedopt.fl.soft import (
     common_mask,
     component_scores,
     densify,

@@ -20,8 +20,8 @@ import pytest
 from fedopt.channel import draw_channel
 from fedopt.digital import noise_psd_w_hz, payload_bits, snr_hz
 from fedopt.errors import InfeasibleError, InvalidArgumentError
-from fedopt.instance import Instance
 from fedopt.gap_models.tsfa import TSFABound
+from fedopt.instance import Instance
 from fedopt.solvers.bandwidth import allocate_min_latency, device_latency_s
 from fedopt.solvers.result import Status
 from fedopt.solvers.tsfa import TSFAController, select_rank, simulate

@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 from fedopt.errors import InvalidArgumentError
-from fedopt.instance import LoRALayer, LoRASpec
-from fedopt.lora import (
+from fedopt.fl.lora import (
     LoRALinear,
     apply_lora,
     flatten_lora,
@@ -26,6 +25,7 @@ from fedopt.lora import (
     set_rank_mask,
     unflatten_lora,
 )
+from fedopt.instance import LoRALayer, LoRASpec
 
 
 @pytest.fixture

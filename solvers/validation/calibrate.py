@@ -6,7 +6,7 @@ largest candidate rank r_b, measure:
 - the update scale v(r): the round mean of std(updates), the common normalization scale that the
   AirComp path divides by (spec 01 §3); from v(r_a), v(r_b) the power law v(r) = v · r^(−β) is
   fitted (β clipped to [0, 1]). Under the rank-stabilized scale α/r ∝ 1/√r of
-  :class:`~solvers.validate.ValidateSettings`, β ≈ 1/2 is expected: then v(r)² q(r) does not
+  :class:`~fedopt.fl.recipe.TrainingRecipe`, β ≈ 1/2 is expected: then v(r)² q(r) does not
   depend on r, i.e. the aggregation distortion D does not grow with the rank — which a
   rank-independent v (β = 0, the default) would wrongly predict;
 - the singular-value profile of the learned update: ΔW_l = (α/r) B_l A_l of every adapted weight
@@ -85,7 +85,7 @@ class _Recorder:
     (what AirComp does, at a chosen level) and records ‖ĝ − ḡ‖²."""
 
     def __init__(self, noise: float = 0.0) -> None:
-        from fedopt.aggregators import IdealAggregator
+        from fedopt.fl.aggregators import IdealAggregator
 
         self.inner = IdealAggregator()
         self.noise = float(noise)
@@ -109,7 +109,7 @@ def _pilot(instance: Instance, data: Any, base: Any, rank: int, rounds: int, see
            settings: Any, noise: float = 0.0) -> tuple[dict[str, Any], np.ndarray]:
     import torch
 
-    from fedopt.loop import run_federated
+    from fedopt.fl.loop import run_federated
 
     t0 = time.perf_counter()
     model, mods = settings.lora_model(base, rank, seed)
@@ -139,7 +139,7 @@ def calibrate(instance: Instance, *, rounds: int = 20, ranks: tuple[int, int] | 
         Bad ``rounds`` or ``ranks``; :class:`~fedopt.errors.PlanError` if the instance's LoRA
         layers are not the loop model's.
     """
-    from fedopt.solvers.validate import ValidateSettings, check_model_layers
+    from fedopt.solvers.validation.driver import ValidateSettings, check_model_layers
 
     if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1:
         raise InvalidArgumentError(f"rounds: got {rounds!r}, must be an integer >= 1")
@@ -154,8 +154,8 @@ def calibrate(instance: Instance, *, rounds: int = 20, ranks: tuple[int, int] | 
     if r_a >= r_b:
         raise InvalidArgumentError(
             f"ranks: got {ranks!r}, need two ranks r_a < r_b to fit v(r) = v r^(-β)")
-    from fedopt.data import make_federated_data
-    from fedopt.pretrained import base_model
+    from fedopt.fl.data import make_federated_data
+    from fedopt.fl.pretrained import base_model
 
     data = make_federated_data(instance.n_devices, concentration=settings.concentration,
                                seed=settings.data_seed)

@@ -1,4 +1,4 @@
-"""The federated LoRA loop (fedopt.loop, spec 05 §2, §6; spec 02 §3).
+"""The federated LoRA loop (fedopt.fl.loop, spec 05 §2, §6; spec 02 §3).
 
 Oracles: fixed seeds give bit-identical runs; a stopped-and-resumed run equals the straight run
 bit for bit (aggregator state included); bad checkpoints are refused without touching the files;
@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from fedopt import aircomp as ac
-from fedopt.aggregators import AirCompAggregator, DigitalAggregator, IdealAggregator
 from fedopt.channel import draw_channel
-from fedopt.charmodel import CharTransformer, evaluate_loss
-from fedopt.data import make_federated_data, sample_batch
 from fedopt.errors import CheckpointError, InvalidArgumentError
-from fedopt.loop import (
+from fedopt.fl.aggregators import AirCompAggregator, DigitalAggregator, IdealAggregator
+from fedopt.fl.charmodel import CharTransformer, evaluate_loss
+from fedopt.fl.data import make_federated_data, sample_batch
+from fedopt.fl.loop import (
     CHECKPOINT_NAME,
     LOG_NAME,
     OPTIMIZERS,
@@ -35,7 +35,7 @@ from fedopt.loop import (
     round_rng,
     run_federated,
 )
-from fedopt.lora import apply_lora, flatten_lora, lora_modules, lora_parameters, unflatten_lora
+from fedopt.fl.lora import apply_lora, flatten_lora, lora_modules, lora_parameters, unflatten_lora
 
 TINY = dict(d_model=16, n_heads=2, n_layers=1, seq_len=16)
 ALL_LINEAR = ("q", "k", "v", "proj", "fc1", "fc2")

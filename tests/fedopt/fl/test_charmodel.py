@@ -1,5 +1,5 @@
 """The base character transformer: causality, init loss, deterministic pre-training, checkpoints
-(fedopt.charmodel, spec 05 §1)."""
+(fedopt.fl.charmodel, spec 05 §1)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from fedopt.charmodel import (  # noqa: E402
+from fedopt.errors import FedOptError, InvalidArgumentError  # noqa: E402
+from fedopt.fl.charmodel import (  # noqa: E402
     CharTransformer,
     CheckpointError,
     evaluate_loss,
@@ -19,8 +20,7 @@ from fedopt.charmodel import (  # noqa: E402
     pretrain,
     save_checkpoint,
 )
-from fedopt.data import CharVocab, make_federated_data  # noqa: E402
-from fedopt.errors import FedOptError, InvalidArgumentError  # noqa: E402
+from fedopt.fl.data import CharVocab, make_federated_data  # noqa: E402
 
 TINY = dict(d_model=32, n_heads=2, n_layers=1, seq_len=32)
 

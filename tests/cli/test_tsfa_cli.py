@@ -18,8 +18,8 @@ import pytest
 from numpy.testing import assert_allclose
 from typer.testing import CliRunner
 
-from fedopt.cli.main import app
 from fedopt.channel import draw_channel
+from fedopt.cli.main import app
 from fedopt.digital import kept_components, payload_bits, snr_hz
 from fedopt.instance import Instance
 from fedopt.plan import Plan

@@ -1,7 +1,7 @@
 """The pre-trained base model of the federated loop (spec 05 §1): built deterministically, shipped.
 
-The base is a :class:`~fedopt.charmodel.CharTransformer` (``BASE_CONFIG``) pre-trained with
-:func:`~fedopt.charmodel.pretrain` on the *training* part of every ``pydoc_data`` topic (the last
+The base is a :class:`~fedopt.fl.charmodel.CharTransformer` (``BASE_CONFIG``) pre-trained with
+:func:`~fedopt.fl.charmodel.pretrain` on the *training* part of every ``pydoc_data`` topic (the last
 ``HELDOUT_FRACTION`` of each topic is never seen, so the loop's held-out sets stay held out
 whatever the client split). The recipe (``RECIPE``) fixes every choice: same recipe, same
 weights on the same torch build.
@@ -9,13 +9,13 @@ weights on the same torch build.
 Where the weights come from, in order:
 
 1. the checkpoint shipped in the package (``fedopt/assets/char-base.pt``), written by
-   ``python -m fedopt.pretrained --write`` — used when its recorded recipe equals ``RECIPE``;
+   ``python -m fedopt.fl.pretrained --write`` — used when its recorded recipe equals ``RECIPE``;
 2. the user cache (``$FEDOPT_CACHE_DIR`` or ``~/.cache/fedopt``), under a name derived from the
    recipe's digest;
 3. otherwise the model is pre-trained in process (about 15–25 s on a 2-core CPU) and cached.
 
 Every file is read with ``torch.load(weights_only=True)``
-(:func:`fedopt.charmodel.load_checkpoint`); a corrupt cache file is re-built, a corrupt shipped
+(:func:`fedopt.fl.charmodel.load_checkpoint`); a corrupt cache file is re-built, a corrupt shipped
 file raises :class:`~fedopt.errors.CheckpointError`.
 """
 
@@ -33,9 +33,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedopt.charmodel import CharTransformer, Checkpoint, load_checkpoint, pretrain, save_checkpoint
-from fedopt.data import make_federated_data
 from fedopt.errors import CheckpointError
+from fedopt.fl.charmodel import (
+    CharTransformer,
+    Checkpoint,
+    load_checkpoint,
+    pretrain,
+    save_checkpoint,
+)
+from fedopt.fl.data import make_federated_data
 
 __all__ = ["BASE_CONFIG", "HELDOUT_FRACTION", "RECIPE", "base_model", "build_base", "recipe_digest"]
 
@@ -111,7 +117,7 @@ def base_model(*, cache: bool = True) -> Checkpoint:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fedopt.pretrained [--write]``: build the base; ``--write`` ships it."""
+    """``python -m fedopt.fl.pretrained [--write]``: build the base; ``--write`` ships it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true",
                         help=f"write fedopt/assets/{_ASSET} (the shipped checkpoint)")
@@ -119,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = build_base()
     print(json.dumps(ckpt.metadata, indent=2))
     if args.write:
-        out = Path(__file__).resolve().parent / "assets" / _ASSET
+        out = Path(__file__).resolve().parents[1] / "assets" / _ASSET
         save_checkpoint(ckpt.model, ckpt.vocab, out, metadata=ckpt.metadata)
         print(f"wrote {out} ({out.stat().st_size} bytes)")
     return 0

@@ -1,4 +1,4 @@
-"""Calibration of the gap model from pilot runs (solvers.calibrate, ``fedopt calibrate``)."""
+"""Calibration of the gap model from pilot runs (``fedopt calibrate``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from fedopt.errors import InvalidArgumentError, PlanError
-from fedopt.instance import load_instance
 from fedopt.gap_models import AirFLGap
-from fedopt.solvers.calibrate import calibrate
+from fedopt.instance import load_instance
+from fedopt.solvers.validation import calibrate
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
 """End-to-end validation: run plans through the federated LoRA loop (spec 05, spec 02 §3).
 
 For every method and seed, :func:`validate` builds the loop's model (the shipped base of
-:mod:`fedopt.pretrained` with LoRA at the plan's rank on its attention projections), the clients'
+:mod:`fedopt.fl.pretrained` with LoRA at the plan's rank on its attention projections), the clients'
 data (the instance's K, one topic split, φ_k = D_k / Σ D_j), and the method's aggregator, then
-runs :func:`fedopt.loop.run_federated` and collects what was predicted next to what was measured.
+runs :func:`fedopt.fl.loop.run_federated` and collects what was predicted next to what was measured.
 
 Methods (names as in ``fedopt solve --method``, plus two):
 
@@ -117,13 +117,13 @@ class ValidateSettings:
                 f"alpha_scale: got {self.alpha_scale!r}, must be a positive number")
         if not (self.tsfa_v >= 0 and math.isfinite(self.tsfa_v)):
             raise InvalidArgumentError(f"tsfa_v: got {self.tsfa_v!r}, must be >= 0")
-        from fedopt.loop import LoopConfig
+        from fedopt.fl.loop import LoopConfig
 
         LoopConfig(rounds=self.rounds, optimizer=self.optimizer, lr=self.lr,
                    eval_every=self.eval_every, eval_batches=self.eval_batches)
 
     def loop_config(self, instance: Instance, seed: int) -> Any:
-        from fedopt.loop import LoopConfig
+        from fedopt.fl.loop import LoopConfig
 
         return LoopConfig(
             rounds=self.rounds, seed=int(seed), optimizer=self.optimizer, lr=self.lr,
@@ -136,7 +136,7 @@ class ValidateSettings:
         from ``seed``) on its attention projections; returns (model, adapters)."""
         import torch
 
-        from fedopt.lora import apply_lora
+        from fedopt.fl.lora import apply_lora
 
         model = copy.deepcopy(base.model)
         mods = apply_lora(model, rank, alpha=self.alpha_scale * math.sqrt(rank),
@@ -157,8 +157,8 @@ def loop_layers() -> list[dict[str, Any]]:
     """The LoRA layer list (``lora.layers``) of the model the loop trains."""
     import torch
 
-    from fedopt.lora import apply_lora, lora_layer_spec
-    from fedopt.pretrained import base_model
+    from fedopt.fl.lora import apply_lora, lora_layer_spec
+    from fedopt.fl.pretrained import base_model
 
     model = copy.deepcopy(base_model().model)
     return lora_layer_spec(apply_lora(model, 1, generator=torch.Generator().manual_seed(0)))
@@ -254,7 +254,7 @@ class RoundBeamformers:
 
 class TSFADecisions:
     """``t -> decision``: TSFA's online stage on round t's channel (spec 04 §5) for the
-    :class:`fedopt.aggregators.DigitalAggregator`; the virtual queue is its state."""
+    :class:`fedopt.fl.aggregators.DigitalAggregator`; the virtual queue is its state."""
 
     def __init__(self, instance: Instance, rank: int, seed: int, *, V: float, **options: Any):
         from fedopt.solvers.tsfa import TSFAController
@@ -305,7 +305,7 @@ class _Setup:
 
 def _aircomp_setup(instance: Instance, plan: Plan, seed: int, settings: ValidateSettings,
                    cache: dict, initial: np.ndarray | None) -> _Setup:
-    from fedopt.aggregators import AirCompAggregator
+    from fedopt.fl.aggregators import AirCompAggregator
 
     bf_method = plan.metadata.get("beamforming_method", "beamforming")
     beams = RoundBeamformers(instance, plan.streams, bf_method, seed, initial=initial,
@@ -329,7 +329,7 @@ def _plan_for(instance: Instance, method: str, seed: int) -> Plan:
 
 def _setups(method: str, instance: Instance, seed: int, settings: ValidateSettings,
             given: Plan | None, main: str, plans: dict, cache: dict) -> _Setup:
-    from fedopt.aggregators import DigitalAggregator, IdealAggregator
+    from fedopt.fl.aggregators import DigitalAggregator, IdealAggregator
 
     def main_plan() -> Plan:
         if (main, seed) not in plans:
@@ -426,9 +426,9 @@ def validate(instance: Instance, *, plan: Plan | None = None, method: str = "air
         summaries and the per-round curves (``curves``: mean over seeds of train and eval loss),
         or ``error`` when the method could not run (e.g. infeasible).
     """
-    from fedopt.data import make_federated_data
-    from fedopt.loop import run_federated
-    from fedopt.pretrained import base_model
+    from fedopt.fl.data import make_federated_data
+    from fedopt.fl.loop import run_federated
+    from fedopt.fl.pretrained import base_model
 
     t_start = time.perf_counter()
     settings = settings or ValidateSettings()
@@ -448,7 +448,7 @@ def validate(instance: Instance, *, plan: Plan | None = None, method: str = "air
             f"airfl-lora as the main method")
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        from fedopt.loop import check_out_dir
+        from fedopt.fl.loop import check_out_dir
 
         check_out_dir(out)
 

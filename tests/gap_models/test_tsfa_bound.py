@@ -12,7 +12,6 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from fedopt.errors import InvalidArgumentError
-from fedopt.instance import Instance
 from fedopt.gap_models import (
     TSFA_TERM_NAMES,
     RankTruncation,
@@ -20,6 +19,7 @@ from fedopt.gap_models import (
     TSFAConstants,
     dropped_energy,
 )
+from fedopt.instance import Instance
 
 # two layer groups of different shapes and non-default learning constants (as in the AirFL tests)
 LAYERS = [{"name": "q", "d_out": 16, "d_in": 24, "count": 3},

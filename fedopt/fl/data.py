@@ -23,7 +23,7 @@ evaluated on the concatenation of their suffixes. The global held-out set is the
 order) of the clients' held-out parts. The data sizes D_k (training characters of client k) give
 the aggregation weights φ_k = D_k / Σ_j D_j.
 
-This module needs numpy only; the model lives in :mod:`fedopt.charmodel`.
+This module needs numpy only; the model lives in :mod:`fedopt.fl.charmodel`.
 """
 
 from __future__ import annotations

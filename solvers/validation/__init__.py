@@ -1,0 +1,31 @@
+"""The validation room: plans run through the federated LoRA loop (spec 05), and the pilot runs
+that calibrate the gap model (spec 03 §4).
+
+- :mod:`~fedopt.solvers.validation.builder`: one builder from (Plan, Instance) to the LoRA
+  model, the aggregator and the per-round adapters of a run;
+- :mod:`~fedopt.solvers.validation.adapters`: the per-round callables the aggregators call
+  (beamformers re-optimized on each round's channel, TSFA's online decisions);
+- :mod:`~fedopt.solvers.validation.driver`: :func:`validate`, every method × seed;
+- :mod:`~fedopt.solvers.validation.report`: the typed report (means over seeds, ordering);
+- :mod:`~fedopt.solvers.validation.calibrate`: :func:`calibrate`, the pilot runs (the fit itself
+  is :mod:`fedopt.gap_models.calibration`).
+
+This room imports torch (through :mod:`fedopt.fl`) lazily; the rest of :mod:`fedopt.solvers`
+never does.
+"""
+
+from fedopt.solvers.validation.calibrate import Calibration, calibrate
+from fedopt.solvers.validation.driver import (
+    DEFAULT_BASELINES,
+    EXTRA_METHODS,
+    RoundBeamformers,
+    TSFADecisions,
+    ValidateSettings,
+    check_model_layers,
+    loop_layers,
+    validate,
+)
+
+__all__ = ["DEFAULT_BASELINES", "EXTRA_METHODS", "Calibration", "RoundBeamformers",
+           "TSFADecisions", "ValidateSettings", "calibrate", "check_model_layers", "loop_layers",
+           "validate"]
