@@ -23,6 +23,7 @@ scale-invariant objective is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,8 @@ __all__ = [
     "mse_per_stream",
     "objective",
     "device_costs",
+    "symbol_count",
+    "hermitian",
     "pack",
     "unpack",
     "transmit",
@@ -49,7 +52,8 @@ __all__ = [
 SINGULAR_RTOL = 1e-12
 
 
-def _herm(x: np.ndarray) -> np.ndarray:
+def hermitian(x: np.ndarray) -> np.ndarray:
+    """Conjugate transpose of the last two axes (batched X^H)."""
     return np.conj(np.swapaxes(x, -1, -2))
 
 
@@ -67,8 +71,8 @@ def _check_shapes(A: np.ndarray, H: np.ndarray) -> tuple[int, int, int, int, int
 def effective_gram(A: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return (H_k^H A_m, A_m^H G_{k,m} A_m): shapes (K, M, N_t, L) and (K, M, L, L)."""
     _check_shapes(A, H)
-    hha = _herm(H) @ A[None]
-    return hha, _herm(hha) @ hha
+    hha = hermitian(H) @ A[None]
+    return hha, hermitian(hha) @ hha
 
 
 def _inverse(c: np.ndarray) -> np.ndarray:
@@ -81,7 +85,7 @@ def _inverse(c: np.ndarray) -> np.ndarray:
         beamformer sees no L-dimensional signal from that device (all-zero channel, rank-deficient
         G_k with too many streams, or N_t < L).
     """
-    c = 0.5 * (c + _herm(c))
+    c = 0.5 * (c + hermitian(c))
     w = np.linalg.eigvalsh(c)
     scale = np.maximum(np.abs(w[..., -1]), np.finfo(float).tiny)
     bad = (w[..., 0] <= SINGULAR_RTOL * scale) | (w[..., -1] <= 0)
@@ -150,7 +154,7 @@ def mse_per_stream(A: np.ndarray, B: np.ndarray, H: np.ndarray, phi: np.ndarray,
     k, m, _, _, lsz = _check_shapes(A, H)
     if B.shape != (k, m, H.shape[3], lsz):
         raise ValueError(f"B: expected shape {(k, m, H.shape[3], lsz)}, got {B.shape}")
-    err = _herm(A)[None] @ H @ B - np.asarray(phi, dtype=float)[:, None, None, None] * np.eye(lsz)
+    err = hermitian(A)[None] @ H @ B - np.asarray(phi, dtype=float)[:, None, None, None] * np.eye(lsz)
     bias = np.sum(np.abs(err) ** 2, axis=(0, 3))  # (M, L): sum over devices and columns
     return bias + sigma2 * np.sum(np.abs(A) ** 2, axis=1)
 
@@ -163,6 +167,14 @@ def mse(A: np.ndarray, B: np.ndarray, H: np.ndarray, phi: np.ndarray, sigma2: fl
 # ---------------------------------------------------------------------------------------------
 # Symbol-level simulator (spec 01 §3, spec 02 §3)
 # ---------------------------------------------------------------------------------------------
+def symbol_count(q: Any, n_subcarriers: Any, n_streams: Any) -> Any:
+    """S = ⌈q / (2 L M)⌉: OFDM symbols that carry q reals, two per complex symbol, over M
+    subcarriers × L streams (spec 01 §3); vectorized over integer arrays (0 for q = 0)."""
+    slots = 2 * np.asarray(n_streams, dtype=np.int64) * np.asarray(n_subcarriers, dtype=np.int64)
+    s = -(-np.asarray(q, dtype=np.int64) // slots)
+    return int(s) if np.ndim(s) == 0 else s
+
+
 def pack(x: np.ndarray, n_subcarriers: int, n_streams: int) -> np.ndarray:
     """Pack real vectors into unit-power complex symbols over (S, M, L) slots.
 
@@ -173,7 +185,7 @@ def pack(x: np.ndarray, n_subcarriers: int, n_streams: int) -> np.ndarray:
     x = np.asarray(x, dtype=float)
     q = x.shape[-1]
     slots = n_subcarriers * n_streams
-    s_count = max(1, -(-q // (2 * slots)))
+    s_count = max(1, symbol_count(q, n_subcarriers, n_streams))
     padded = np.zeros(x.shape[:-1] + (2 * s_count * slots,))
     padded[..., :q] = x
     pairs = padded.reshape(x.shape[:-1] + (s_count * slots, 2))

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from fedopt import aircomp as ac
 from fedopt._schema import MISSING, Reader
 from fedopt.errors import InvalidInstanceError
 from fedopt.units import db_to_linear, dbm_to_watt
@@ -683,10 +684,7 @@ class Instance:
 
     def ofdm_symbols(self, rank: int | np.ndarray, streams: int | np.ndarray) -> Any:
         """S(r, L) = ⌈q(r) / (2 L M)⌉, OFDM symbols per round (spec 01 §3); vectorized."""
-        q = np.asarray(self.payload(rank), dtype=np.int64)
-        slots = 2 * np.asarray(streams, dtype=np.int64) * self.ofdm.n_subcarriers
-        s = -(-q // slots)
-        return int(s) if np.ndim(s) == 0 else s
+        return ac.symbol_count(self.payload(rank), self.ofdm.n_subcarriers, streams)
 
     def airtime_s(self, rank: int | np.ndarray, streams: int | np.ndarray) -> Any:
         """AirComp uplink time S(r, L) · T_sym in seconds (spec 01 §3)."""

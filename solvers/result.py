@@ -1,16 +1,29 @@
 """One result type for every solver (STYLE.md; like scipy's OptimizeResult, pymanopt's
-OptimizerResult), with a status enum grouped like cvxpy's statuses."""
+OptimizerResult), a status enum grouped like cvxpy's statuses, one callback shape, and
+:class:`SolverRun`, which owns a run's timing, callback, status and message (the role of pymanopt's
+``Optimizer._return_result``), so that no solver starts its own timer or writes its own
+"stopped" text.
+
+The callback shape, everywhere (solvers, the validation driver, calibration): ``callback(record)``
+with one JSON-safe mapping per step (a beamforming solve of the planner, a rank of the offline
+TSFA stage, a round of a validation run...); returning ``True`` stops the run, which then returns
+what it has with status ``STOPPED``.
+"""
 
 from __future__ import annotations
 
-import math
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Status", "SolveResult"]
+__all__ = ["Callback", "SolveResult", "SolverRun", "Status"]
+
+#: ``callback(record) -> bool | None``; ``True`` asks the run to stop
+Callback = Callable[[Mapping[str, Any]], "bool | None"]
 
 
 class Status(str, Enum):
@@ -20,6 +33,8 @@ class Status(str, Enum):
     ``CONVERGED``: a local method met its stopping rule (solution present, not certified).
     ``MAX_ITERATIONS``: stopped on the iteration or time budget (solution present).
     ``STOPPED``: a callback asked to stop (solution present).
+    ``ESTIMATED``: optimal for a sampled (Monte-Carlo) estimate of the objective; the estimate
+    carries sampling error, so nothing is certified about the true expectation (solution present).
     ``INACCURATE``: the numerical solver reported reduced accuracy (solution present).
     ``INFEASIBLE``: no feasible solution exists (no solution).
     """
@@ -28,6 +43,7 @@ class Status(str, Enum):
     CONVERGED = "converged"
     MAX_ITERATIONS = "max_iterations"
     STOPPED = "stopped"
+    ESTIMATED = "estimated"
     INACCURATE = "inaccurate"
     INFEASIBLE = "infeasible"
 
@@ -103,25 +119,62 @@ class SolveResult:
             return None
         return self.objective_per_subcarrier / self.bound_per_subcarrier
 
-    def summary_dict(self) -> dict[str, Any]:
-        """JSON-safe summary (without the solution arrays)."""
 
-        def _list(x):
-            return None if x is None else [float(v) for v in np.asarray(x).ravel()]
+class SolverRun:
+    """One run of a solver: owns its clock, its history, the user's callback, and the status and
+    message of the result it returns (the role of pymanopt's ``Optimizer._return_result``).
 
-        ratio = self.ratio
-        return {
-            "method": self.method,
-            "status": self.status.value,
-            "message": self.message,
-            "objective": float(self.objective),
-            "objective_per_subcarrier": _list(self.objective_per_subcarrier),
-            "terms": {k: float(v) for k, v in self.terms.items()},
-            "bound": None if self.bound is None else float(self.bound),
-            "bound_per_subcarrier": _list(self.bound_per_subcarrier),
-            "ratio": None if ratio is None or not math.isfinite(ratio) else float(ratio),
-            "iterations": int(self.iterations),
-            "evaluations": int(self.evaluations),
-            "wall_time_s": float(self.wall_time_s),
-            "options": self.options,
-        }
+    Usage::
+
+        run = SolverRun("airfl-lora", callback=callback, options={"search": "bnb"})
+        for ...:
+            if run.record({"streams": L, "gap": g}):   # True: the callback asked to stop
+                break
+        return run.result(solution, objective, status=Status.OPTIMAL, message="...")
+
+    Parameters
+    ----------
+    method
+        The solver's name, as in the registry.
+    callback
+        ``callback(record) -> bool | None``, called by :meth:`record`; ``True`` stops.
+    options
+        The options the run uses (JSON-safe), copied into the result.
+    keep_history
+        Keep every record in ``result.history``.
+    """
+
+    def __init__(self, method: str, *, callback: Callback | None = None,
+                 options: Mapping[str, Any] | None = None, keep_history: bool = True) -> None:
+        self.method = method
+        self.callback = callback
+        self.options = dict(options or {})
+        self.history: list[dict[str, Any]] | None = [] if keep_history else None
+        self.stopped = False
+        self.t0 = time.perf_counter()
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since the run started."""
+        return time.perf_counter() - self.t0
+
+    def record(self, record: Mapping[str, Any]) -> bool:
+        """Log one step and pass it to the callback; True when the run should stop."""
+        rec = dict(record)
+        if self.history is not None:
+            self.history.append(rec)
+        if self.callback is not None and self.callback(rec):
+            self.stopped = True
+        return self.stopped
+
+    def result(self, solution: Any, objective: float, *, status: Status, message: str,
+               **fields: Any) -> SolveResult:
+        """The :class:`SolveResult` of the run: wall time measured here; a run that the callback
+        stopped reports ``STOPPED`` (when a solution is present) with the reason appended."""
+        if self.stopped and status.solution_present:
+            status, message = Status.STOPPED, f"{message}; stopped by the callback"
+        fields.setdefault("options", self.options)
+        fields.setdefault("history", self.history or None)
+        return SolveResult(method=self.method, status=status, message=message,
+                           solution=solution, objective=float(objective),
+                           wall_time_s=self.elapsed_s, **fields)

@@ -267,7 +267,7 @@ class AirCompAggregator:
             v = float(np.std(g))
             v = v if v > 0 else 1.0
             x_sum = phi @ ((g - mu) / v)
-            s_count = max(1, -(-q // (2 * m * lsz)))
+            s_count = max(1, ac.symbol_count(q, m, lsz))
             # under ZF the received error is exactly A_m^H n: draw n and form it, which keeps the
             # correlation between streams of one subcarrier (Re a_l^H a_l' / (‖a_l‖‖a_l'‖))
             # that independent per-slot draws of variance σ²‖a_l‖² would lose

@@ -318,5 +318,6 @@ def test_summary_is_json_safe(rng):
 
     p = _problem(rng, 3, 2, 4, 1, 1)
     for name, fn in BASELINES.items():
-        summary = fn(p, rng=rng).summary_dict()
-        assert json.loads(json.dumps(summary))["method"] == name
+        res = fn(p, rng=rng)
+        assert res.method == name
+        json.loads(json.dumps(res.options))
