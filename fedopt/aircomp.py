@@ -154,7 +154,8 @@ def mse_per_stream(A: np.ndarray, B: np.ndarray, H: np.ndarray, phi: np.ndarray,
     k, m, _, _, lsz = _check_shapes(A, H)
     if B.shape != (k, m, H.shape[3], lsz):
         raise ValueError(f"B: expected shape {(k, m, H.shape[3], lsz)}, got {B.shape}")
-    err = hermitian(A)[None] @ H @ B - np.asarray(phi, dtype=float)[:, None, None, None] * np.eye(lsz)
+    phi = np.asarray(phi, dtype=float)[:, None, None, None]
+    err = hermitian(A)[None] @ H @ B - phi * np.eye(lsz)
     bias = np.sum(np.abs(err) ** 2, axis=(0, 3))  # (M, L): sum over devices and columns
     return bias + sigma2 * np.sum(np.abs(A) ** 2, axis=1)
 

@@ -3,8 +3,8 @@
 Runs :func:`fedopt.solvers.validation.validate` on the ``tiny-char`` preset with the AirFL-LoRA
 plan and the baselines (ideal, fixed-rank, random-plan, single-stream, digital) and plots, per
 method, the φ-weighted training loss of every round (left) and the global held-out loss
-(right), averaged over seeds. Every method of a seed shares data, mini-batches and channel draws (common random
-numbers), so the gaps between curves are the methods' doing.
+(right), averaged over seeds. Every method of a seed shares data, mini-batches and channel
+draws (common random numbers), so the gaps between curves are the methods' doing.
 
 Full: 30 rounds × seeds 0, 1, 2 (the default `fedopt validate --baselines`); quick: 3 rounds,
 seed 0, equivalent-noise AirComp path (a smoke test, not a result).
