@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from fedopt.solvers.beamforming import solve_beamforming
-from fedopt.solvers.bounds import single_device_bound
-from fedopt.solvers.problem import BeamformingProblem
+from fedopt.solvers.beamforming.bounds import single_device_bound
+from fedopt.solvers.beamforming.problem import BeamformingProblem
 
 SIGMA2 = 1.0
 

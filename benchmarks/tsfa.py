@@ -16,6 +16,7 @@ Run:  python -m benchmarks.tsfa [--quick] [--out benchmarks/results]
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import time
@@ -24,18 +25,26 @@ from pathlib import Path
 import numpy as np
 
 from fedopt.channel import draw_channel
-from fedopt.digital import snr_hz
+from fedopt.digital import noise_psd_w_hz, snr_hz
 from fedopt.instance import Instance, load_instance
 from fedopt.solvers.bandwidth import allocate_min_latency, allocate_min_latency_cvxpy
 from fedopt.solvers.tsfa import TSFAController, simulate
 
 
+@functools.lru_cache(maxsize=1)
+def _reference_server() -> tuple[float, int]:
+    """N0 · NF (W/Hz) and N_r of the ``default`` preset (−174 dBm/Hz, 9 dB, 16 antennas)."""
+    inst = load_instance("default")
+    return noise_psd_w_hz(inst), inst.n_rx
+
+
 def random_allocation_problem(k: int, seed: int):
-    """Realistic magnitudes: path loss 80–120 dB, 200 mW, −174 dBm/Hz + 9 dB, N_r = 16 gain,
-    payloads 0.1–10 Mbit, compute 0–0.2 s, 50 kHz per device on average."""
+    """Realistic magnitudes: path loss 80–120 dB, 200 mW, the ``default`` preset's noise
+    (−174 dBm/Hz + 9 dB) and receive gain N_r = 16, payloads 0.1–10 Mbit, compute 0–0.2 s,
+    50 kHz per device on average."""
     rng = np.random.default_rng([seed, k])
-    n0 = 10 ** ((-174 + 9 - 30) / 10)
-    gain = 16 * 10 ** (-rng.uniform(80, 120, k) / 10)
+    n0, n_rx = _reference_server()
+    gain = n_rx * 10 ** (-rng.uniform(80, 120, k) / 10)
     c = 0.2 * gain / n0
     payload = 10 ** rng.uniform(5, 7, k)
     t_cmp = rng.uniform(0, 0.2, k)
@@ -57,7 +66,7 @@ def bandwidth_part(ks, instances: int, repeats: int) -> list[dict]:
             t0 = time.perf_counter()
             oracle = allocate_min_latency_cvxpy(s, tc, c, b)
             t_cvx = time.perf_counter() - t0
-            errs.append(abs(oracle.latency_s - ours.latency_s) / ours.latency_s)
+            errs.append(abs(oracle.objective - ours.objective) / ours.objective)
             ratios.append(t_cvx / t_ours)
             t_ours_all.append(t_ours)
             t_cvx_all.append(t_cvx)
@@ -105,10 +114,10 @@ def tradeoff_part(vs, rounds: int, rank: int = 8):
     rows = []
     for v in vs:
         res = simulate(inst, rank, rounds=rounds, V=v, seed=1)
-        rows.append({"V": v, "mean_sparsification_error": res["mean_sparsification_error"],
-                     "mean_queue": res["mean_queue"], "avg_latency_s": res["avg_latency_s"],
-                     "latency_budget_s": res["latency_budget_s"],
-                     "mean_sparsity": res["mean_sparsity"]})
+        rows.append({"V": v, "mean_sparsification_error": res.mean_sparsification_error,
+                     "mean_queue": res.mean_queue, "avg_latency_s": res.avg_latency_s,
+                     "latency_budget_s": res.latency_budget_s,
+                     "mean_sparsity": res.mean_sparsity})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -116,10 +125,10 @@ def tradeoff_part(vs, rounds: int, rank: int = 8):
 def long_run_part(rounds: int, v: float, rank: int = 8):
     inst = many_device_instance(6, budget=0.05)
     res = simulate(inst, rank, rounds=rounds, V=v, seed=2)
-    out = {"rounds": rounds, "V": v, "avg_latency_s": res["avg_latency_s"],
-           "latency_budget_s": res["latency_budget_s"],
-           "relative_excess": res["avg_latency_s"] / res["latency_budget_s"] - 1,
-           "queue_bound_s": res["queue_bound_s"], "final_queue": res["final_queue"]}
+    out = {"rounds": rounds, "V": v, "avg_latency_s": res.avg_latency_s,
+           "latency_budget_s": res.latency_budget_s,
+           "relative_excess": res.avg_latency_s / res.latency_budget_s - 1,
+           "queue_bound_s": res.queue_bound_s, "final_queue": res.final_queue}
     print(json.dumps(out), flush=True)
     return out
 

@@ -28,7 +28,7 @@ def comparison(settings: ValidateSettings) -> dict[str, Any]:
     t0 = time.perf_counter()
     rep = validate(load_instance("tiny-char"), baselines=DEFAULT_BASELINES, settings=settings)
     wall = time.perf_counter() - t0
-    methods = rep["methods"]
+    methods = rep.methods
     ideal = {s["seed"]: s["final_eval_loss"] for s in methods["ideal"]["seeds"]}
     rows = {}
     for name, m in methods.items():
@@ -54,7 +54,7 @@ def comparison(settings: ValidateSettings) -> dict[str, Any]:
             "predicted_aggregation_error": m["predicted_aggregation_error"],
             "per_seed": per_seed,
         }
-    return {"wall_s": wall, "settings": rep["settings"], "ordering": rep["ordering"],
+    return {"wall_s": wall, "settings": rep.settings, "ordering": rep.ordering,
             "methods": rows}
 
 
@@ -65,7 +65,7 @@ def paths(settings: ValidateSettings) -> dict[str, Any]:
                                 "mode": mode})
         t0 = time.perf_counter()
         rep = validate(load_instance("tiny-char"), settings=s)
-        m = rep["methods"]["airfl-lora"]
+        m = rep.methods["airfl-lora"]
         out[mode] = {"wall_s": time.perf_counter() - t0,
                      "final_eval_loss": m["final_eval_loss"],
                      "measured_aggregation_error": m["measured_aggregation_error"],

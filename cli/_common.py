@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from enum import Enum
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
-__all__ = ["OutputFormat", "user_errors", "print_json", "err"]
+__all__ = ["ChannelOpt", "FormatOpt", "InstanceArg", "OutputFormat", "QuietOpt", "RoundOpt",
+           "SeedOpt", "err", "load_channel", "print_json", "progress", "user_errors"]
 
 
 class OutputFormat(str, Enum):
@@ -51,3 +53,70 @@ def _default(obj: Any) -> Any:
 def print_json(data: Any) -> None:
     """Print ``data`` as indented JSON on stdout (numpy scalars and arrays allowed)."""
     sys.stdout.write(json.dumps(data, indent=2, default=_default) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# options that several commands share (one definition each)
+
+#: an instance argument: a file or a preset name
+InstanceArg = Annotated[str, typer.Argument(help="Instance file (.yaml/.json) or preset name.")]
+#: the channel draw
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Channel seed (and solver seed).")]
+RoundOpt = Annotated[int, typer.Option("--round", min=0, help="Block-fading round drawn.")]
+ChannelOpt = Annotated[Path | None, typer.Option(
+    "--channel", help="Use this channel .npz instead of drawing one.")]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+
+
+def load_channel(path: Path | None, instance: Any) -> Any:
+    """The channel of ``--channel`` (checked against the instance), or None to draw one."""
+    if path is None:
+        return None
+    from fedopt.channel import Channel
+
+    return Channel.load(path, instance=instance)
+
+
+def _describe(record: Mapping[str, Any]) -> str:
+    shown = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+             for k, v in record.items() if k in ("streams", "rank", "gap", "round")]
+    return ", ".join(shown)
+
+
+@contextlib.contextmanager
+def progress(label: str, enabled: bool = True) -> Iterator[Callable[[Mapping[str, Any]], None]]:
+    """A transient progress display on stderr (only on a terminal); yields the one callback
+    shape of fedopt, ``callback(record)``: a record with ``done`` and ``total`` moves a bar, any
+    other record updates a spinner's text (streams, rank, gap, ...); ``label`` in a record
+    replaces the description."""
+    if not enabled:
+        yield lambda record: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(record: Mapping[str, Any]) -> None:
+            text = record.get("label") or _describe(record)
+            description = f"{label}: {text}" if text else label
+            if "done" in record and "total" in record:
+                bar.update(task, completed=record["done"], total=record["total"],
+                           description=description)
+            else:
+                bar.update(task, description=description)
+
+        yield update

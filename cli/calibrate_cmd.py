@@ -23,8 +23,9 @@ def calibrate(
     fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
     = OutputFormat.text,
 ) -> None:
-    """Run two short error-free pilot runs of the FL loop (a small and the largest rank) and
-    fit the update scale v(r) = v r^(-β) and the singular-value spectrum of the learned update
+    """Run three short pilot runs of the FL loop (error-free at a small and at the largest rank,
+    then the largest with injected aggregation error) and fit the update scale v(r) = v r^(-β),
+    the singular-value spectrum of the learned update, the smoothness L_s and the noise gain
     (spec 03 §4); optionally write the instance with these constants."""
     with user_errors():
         from fedopt.errors import InvalidArgumentError

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fedopt.cli._common import OutputFormat, err, print_json, user_errors
+from fedopt.cli._common import OutputFormat, err, print_json, progress, user_errors
 
 
 def _registry():
@@ -25,27 +23,6 @@ def _registry():
         raise FedOptError("the figures package is not installed with this fedopt; reinstall "
                           "it from the repository (pip install -e .)") from None
     return figures
-
-
-@contextlib.contextmanager
-def _progress(label: str, enabled: bool) -> Iterator[Callable[[int, int], None]]:
-    """A transient progress bar on stderr (only on a terminal); yields ``update(done, total)``."""
-    if not enabled:
-        yield lambda done, total: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True,
-                  disable=not console.is_terminal) as bar:
-        task = bar.add_task(label, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
 
 
 def figures(
@@ -85,7 +62,7 @@ def figures(
                     err(f"skipped {fig_name}: {exc}")
                 continue
             mode = "quick" if quick else "full"
-            with _progress(f"{fig_name} ({mode})", show) as update:
+            with progress(f"{fig_name} ({mode})", show) as update:
                 result = registry.run_figure(fig_name, out, quick=quick, seed=seed,
                                              progress=update)
             done[fig_name] = {"json": result["json"], "png": result["png"],

@@ -2,71 +2,45 @@
 
 from __future__ import annotations
 
-import contextlib
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fedopt.cli._common import OutputFormat, err, print_json, user_errors
+from fedopt.cli._common import (
+    ChannelOpt,
+    FormatOpt,
+    InstanceArg,
+    OutputFormat,
+    QuietOpt,
+    RoundOpt,
+    SeedOpt,
+    err,
+    load_channel,
+    print_json,
+    progress,
+    user_errors,
+)
+from fedopt.solvers.registry import METHODS
 
-
-class Method(str, Enum):
-    """Methods of ``fedopt solve``: planners (choose r, L and beamformers) and beamforming-only
-    methods (one L; the rank block picks r)."""
-
-    airfl_lora = "airfl-lora"
-    alternating = "alternating"
-    exhaustive = "exhaustive"
-    fixed_rank = "fixed-rank"
-    single_stream = "single-stream"
-    centroid_plan = "centroid-plan"
-    random_plan = "random-plan"
-    beamforming = "beamforming"
-    centroid = "centroid"
-    sdr = "sdr"
-    random = "random"
-    mrc = "mrc"
-    eigen = "eigen"
-    tsfa = "tsfa"
-
-
-@contextlib.contextmanager
-def progress(label: str, enabled: bool = True):
-    """A transient spinner on stderr; yields a callback(record) that updates its text."""
-    if not enabled:
-        yield lambda record: None
-        return
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, transient=True, disable=not console.is_terminal) as bar:
-        task = bar.add_task(label, total=None)
-
-        def update(record: dict) -> None:
-            shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                              for k, v in record.items() if k in ("streams", "rank", "gap"))
-            bar.update(task, description=f"{label}: {shown}")
-
-        yield update
+#: the choices of ``--method``: every method of the solver registry
+Method = Enum("Method", {name.replace("-", "_"): name for name in METHODS}, type=str)
+Method.__doc__ = ("Methods of ``fedopt solve`` (fedopt.solvers.registry): planners, "
+                  "beamforming-only methods and the digital tsfa.")
 
 
 def solve(
-    source: Annotated[str, typer.Argument(help="Instance file (.yaml/.json) or preset name.")]
-    = "default",
-    method: Annotated[Method, typer.Option("--method", "-m", help="Planner or beamforming "
-                                           "method.")] = Method.airfl_lora,
+    source: InstanceArg = "default",
+    method: Annotated[Method, typer.Option("--method", "-m", help="Planner, beamforming-only "
+                                           "or digital (tsfa) method.")]
+    = Method.airfl_lora,
     streams: Annotated[int | None, typer.Option(
         "--streams", "-L", min=1, help="Spatial streams L (planners: restrict the search to this "
         "L; beamforming methods: default the largest the instance allows, 1 for sdr).")] = None,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Channel seed (and solver seed).")]
-    = 0,
-    round_: Annotated[int, typer.Option("--round", min=0, help="Block-fading round drawn.")] = 0,
-    channel: Annotated[Path | None, typer.Option(
-        "--channel", help="Use this channel .npz instead of drawing one.")] = None,
+    seed: SeedOpt = 0,
+    round_: RoundOpt = 0,
+    channel: ChannelOpt = None,
     rank: Annotated[int | None, typer.Option(
         "--rank", min=1, help="Fix the LoRA rank (fixed-rank default: the largest candidate "
         "that meets the latency budget).")] = None,
@@ -74,9 +48,8 @@ def solve(
         "--randomizations", min=0, help="Gaussian randomizations of the SDR method.")] = 200,
     output: Annotated[Path | None, typer.Option(
         "-o", "--output", help="Write the plan (.json or .npz).")] = None,
-    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
-    = OutputFormat.text,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    fmt: FormatOpt = OutputFormat.text,
+    quiet: QuietOpt = False,
     sparsity: Annotated[float, typer.Option(
         "--sparsity", help="tsfa: nominal sparsity ρ_nom in [0, 1) of the offline stage.")] = 0.0,
     samples: Annotated[int, typer.Option(
@@ -85,106 +58,106 @@ def solve(
 ) -> None:
     """Plan rank, streams and receive beamformers (AirComp) or rank, sparsity and bandwidth
     (``--method tsfa``, digital uplink) for an instance and print the plan."""
-    if method is Method.tsfa:
-        if streams is not None:
-            err("error: --streams: the tsfa method plans a digital (FDMA) uplink, which has no "
-                "spatial streams; drop --streams")
-            raise typer.Exit(code=2)
-        _solve_tsfa(source, seed, round_, sparsity, samples, output, fmt, quiet, rank, channel)
-        return
+    name = method.value
+    digital = METHODS[name].family == "digital"
+    if digital and streams is not None:
+        err("error: --streams: the tsfa method plans a digital (FDMA) uplink, which has no "
+            "spatial streams; drop --streams")
+        raise typer.Exit(code=2)
     with user_errors():
-        from fedopt.channel import Channel
-        from fedopt.errors import InvalidInstanceError
         from fedopt.instance import load_instance
-        from fedopt.solvers.planner import plan
+        from fedopt.solvers.registry import solve as run
 
         inst = load_instance(source)
-        if method is Method.sdr:
-            if streams not in (None, 1):
-                raise InvalidInstanceError(
-                    f"--streams: got L = {streams}, the sdr method solves L = 1 only; use "
-                    "--streams 1 or another method")
-            streams = 1
-        if streams is not None:
-            inst.validate_streams(streams)
-        ch = Channel.load(channel, instance=inst) if channel is not None else None
-        opts = {"randomizations": randomizations} if method is Method.sdr else {}
-        with progress(f"solving {inst.name} ({method.value})",
+        common = {"seed": seed, "round": round_, "channel": load_channel(channel, inst),
+                  "rank": rank}
+        if digital:
+            options = {**common, "nominal_sparsity": sparsity, "samples": samples}
+        else:
+            options = {**common, **_aircomp_options(inst, name, streams, randomizations)}
+        with progress(f"solving {inst.name} ({name})",
                       enabled=not quiet and fmt is OutputFormat.text) as cb:
-            result = plan(inst, method.value, channel=ch, seed=seed, round=round_,
-                          streams=None if streams is None else [streams], rank=rank,
-                          callback=cb, **opts)
-        p = result.solution
+            result = run(inst, name, callback=cb, **options)
         if output is not None:
-            p.save(output)
-        summary = plan_summary(result, inst, seed=seed, round_=round_, output=output)
+            result.solution.save(output)
+        summary = (tsfa_summary if digital else plan_summary)(
+            result, inst, seed=seed, round_=round_, output=output)
         if fmt is OutputFormat.json:
             print_json(summary)
         else:
-            typer.echo(render_summary(summary, inst))
+            typer.echo((render_tsfa if digital else render_summary)(summary, inst))
 
 
-def _solve_tsfa(source: str, seed: int, round_: int, sparsity: float, samples: int,
-                output: Path | None, fmt: OutputFormat, quiet: bool, rank: int | None,
-                channel: Path | None) -> None:
-    with user_errors():
-        import numpy as np
+def _aircomp_options(inst, method: str, streams: int | None, randomizations: int) -> dict:
+    """The planner options of the AirComp methods: the stream restriction and SDR's
+    randomizations."""
+    from fedopt.errors import InvalidArgumentError
 
-        from fedopt.channel import Channel
-        from fedopt.instance import load_instance
-        from fedopt.solvers.tsfa import plan_tsfa
+    if method == "sdr":
+        if streams not in (None, 1):
+            raise InvalidArgumentError(
+                f"--streams: got L = {streams}, the sdr method solves L = 1 only; use "
+                "--streams 1 or another method")
+        streams = 1
+    if streams is not None:
+        inst.validate_streams(streams)
+    opts = {"streams": None if streams is None else [streams]}
+    if method == "sdr":
+        opts["randomizations"] = randomizations
+    return opts
 
-        inst = load_instance(source)
-        ranks = None if rank is None else [inst.validate_rank(rank)]
-        ch = Channel.load(channel, instance=inst) if channel is not None else None
-        with progress(f"solving {inst.name} (tsfa)",
-                      enabled=not quiet and fmt is OutputFormat.text):
-            result = plan_tsfa(inst, seed=seed, round=round_, nominal_sparsity=sparsity,
-                               samples=samples, ranks=ranks, channel=ch)
-        p = result.solution
-        if output is not None:
-            p.save(output)
-        meta = p.metadata
-        summary = {
-            "method": "tsfa", "status": result.status.value, "message": result.message,
-            "instance": inst.name, "rank": p.rank, "seed": seed, "round": round_,
-            "objective": result.objective, "bound_terms": dict(result.terms),
-            "bandwidth_hz": p.bandwidth_hz.tolist(), "sparsity": p.sparsity.tolist(),
-            "kept_components": meta["kept_components"], "latency_s": meta["latency_s"],
-            "expected_latency_s": meta["expected_latency_s"],
-            "latency_budget_s": meta["latency_budget_s"],
-            "expected_latency_per_rank_s": dict(zip(
-                [str(r) for r in meta["selection"]["ranks"]],
-                meta["selection"]["expected_latency_s"], strict=True)),
-            "wall_time_s": result.wall_time_s,
-            "plan": str(output) if output is not None else None,
-        }
-        if fmt is OutputFormat.json:
-            print_json(summary)
-            return
-        bw = np.asarray(summary["bandwidth_hz"])
-        lat = summary["expected_latency_per_rank_s"]
-        rows = [
-            ("plan", f"tsfa on {inst.name}: rank r = {p.rank}, nominal sparsity "
-                     f"{summary['sparsity'][0]:.3g} ({summary['kept_components']} of {p.rank} "
-                     "components kept)"),
-            ("bound", f"{summary['objective']:.4g} = " + " + ".join(
-                f"{v:.3g} {k}" for k, v in summary["bound_terms"].items())),
-            ("status", f"{summary['status']} — {summary['message']}"),
-            ("expected latency", f"{summary['expected_latency_s']:.4g} s per round (average "
-                                 f"budget {summary['latency_budget_s']:.4g} s)"),
-            ("  per rank", ", ".join(f"r={r}: {v:.3g} s" for r, v in lat.items())),
-            ("this round", f"seed {seed}, round {round_}: min-max latency "
-                           f"{summary['latency_s']:.4g} s"),
-            ("bandwidth split", f"{bw.sum() / 1e6:.4g} MHz: min {bw.min() / 1e3:.4g} kHz, "
-                                f"median {np.median(bw) / 1e3:.4g} kHz, max "
-                                f"{bw.max() / 1e3:.4g} kHz"),
-            ("solve time", f"{summary['wall_time_s']:.2f} s"),
-        ]
-        if output is not None:
-            rows.append(("plan written", str(output)))
-        width = max(len(k) for k, _ in rows)
-        typer.echo("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+
+def tsfa_summary(result, inst, *, seed: int, round_: int, output: Path | None) -> dict:
+    """The JSON summary of a TSFA plan (keys are a public contract)."""
+    p = result.solution
+    meta = p.metadata
+    return {
+        "method": "tsfa", "status": result.status.value, "message": result.message,
+        "instance": inst.name, "rank": p.rank, "seed": seed, "round": round_,
+        "objective": result.objective, "bound_terms": dict(result.terms),
+        "bandwidth_hz": p.bandwidth_hz.tolist(), "sparsity": p.sparsity.tolist(),
+        "kept_components": meta["kept_components"], "latency_s": meta["latency_s"],
+        "expected_latency_s": meta["expected_latency_s"],
+        "latency_budget_s": meta["latency_budget_s"],
+        "expected_latency_per_rank_s": dict(zip(
+            [str(r) for r in meta["selection"]["ranks"]],
+            meta["selection"]["expected_latency_s"], strict=True)),
+        "wall_time_s": result.wall_time_s,
+        "plan": str(output) if output is not None else None,
+    }
+
+
+def _rows(rows: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def render_tsfa(s: dict, inst) -> str:
+    """Readable TSFA plan summary."""
+    import numpy as np
+
+    bw = np.asarray(s["bandwidth_hz"])
+    lat = s["expected_latency_per_rank_s"]
+    rows = [
+        ("plan", f"tsfa on {inst.name}: rank r = {s['rank']}, nominal sparsity "
+                 f"{s['sparsity'][0]:.3g} ({s['kept_components']} of {s['rank']} "
+                 "components kept)"),
+        ("bound", f"{s['objective']:.4g} = " + " + ".join(
+            f"{v:.3g} {k}" for k, v in s["bound_terms"].items())),
+        ("status", f"{s['status']} — {s['message']}"),
+        ("expected latency", f"{s['expected_latency_s']:.4g} s per round (average "
+                             f"budget {s['latency_budget_s']:.4g} s)"),
+        ("  per rank", ", ".join(f"r={r}: {v:.3g} s" for r, v in lat.items())),
+        ("this round", f"seed {s['seed']}, round {s['round']}: min-max latency "
+                       f"{s['latency_s']:.4g} s"),
+        ("bandwidth split", f"{bw.sum() / 1e6:.4g} MHz: min {bw.min() / 1e3:.4g} kHz, "
+                            f"median {np.median(bw) / 1e3:.4g} kHz, max "
+                            f"{bw.max() / 1e3:.4g} kHz"),
+        ("solve time", f"{s['wall_time_s']:.2f} s"),
+    ]
+    if s["plan"]:
+        rows.append(("plan written", s["plan"]))
+    return _rows(rows)
 
 
 def plan_summary(result, inst, *, seed: int, round_: int, output: Path | None) -> dict:
@@ -258,5 +231,4 @@ def render_summary(s: dict, inst) -> str:
     ]
     if s["plan"]:
         rows.append(("plan written", s["plan"]))
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    return _rows(rows)

@@ -45,9 +45,10 @@ def tsfa_simulate(
                       TimeElapsedColumn(), console=console, transient=True,
                       disable=not (show and console.is_terminal)) as bar:
             task = bar.add_task(f"TSFA online stage, r = {rank}, V = {v:g}", total=rounds)
-            res = simulate(inst, rank, rounds=rounds, V=v, seed=seed,
-                           avg_latency_budget_s=budget,
-                           progress=lambda t: bar.update(task, completed=t + 1))
+            report = simulate(inst, rank, rounds=rounds, V=v, seed=seed,
+                              avg_latency_budget_s=budget,
+                              callback=lambda rec: bar.update(task, completed=rec["round"] + 1))
+        res = report.to_dict()
         keys = ("rounds", "avg_latency_s", "latency_budget_s", "mean_queue", "final_queue",
                 "mean_sparsity", "mean_sparsification_error", "queue_bound_s",
                 "decide_time_s_median", "certified_rounds", "max_relative_gap")

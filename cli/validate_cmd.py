@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fedopt.cli._common import OutputFormat, err, print_json, user_errors
+from fedopt.cli._common import OutputFormat, err, print_json, progress, user_errors
 
 #: keys of ``--format json`` per method that scripts rely on (issue contract)
 JSON_KEYS = ("final_train_loss", "final_eval_loss", "perplexity", "measured_aggregation_error",
@@ -166,58 +166,13 @@ def validate(
         elif baselines:
             extra = DEFAULT_BASELINES
         show = not quiet and fmt is OutputFormat.text
-        with _Bar(show) as tick:
+        with progress("validate", show) as tick:
             report = run(inst, plan=plan, method=method, baselines=extra, settings=settings,
-                         out_dir=out, resume=resume, progress=tick)
+                         out_dir=out, resume=resume, callback=tick).to_dict(per_seed=False)
         if fmt is OutputFormat.json:
-            print_json(_json_summary(report))
+            print_json(report)
         else:
             typer.echo(render_table(report))
         failed = [k for k, v in report["methods"].items() if v.get("final_eval_loss") is None]
         if failed:
             err(f"warning: not run: {', '.join(failed)} (see the table / validate.json)")
-
-
-def _json_summary(report: dict[str, Any]) -> dict[str, Any]:
-    methods = {}
-    for name, m in report["methods"].items():
-        methods[name] = {k: v for k, v in m.items() if k not in ("seeds",)}
-    return {k: v for k, v in report.items() if k != "methods"} | {"methods": methods}
-
-
-class _Bar:
-    def __init__(self, show: bool):
-        self.show = show
-        self.bar = self.task = None
-
-    def __enter__(self):
-        if self.show:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            console = Console(stderr=True)
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                                MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                                console=console, transient=True,
-                                disable=not console.is_terminal)
-            self.bar.__enter__()
-        return self.update
-
-    def update(self, done: int, total: int, label: str) -> None:
-        if self.bar is None:
-            return
-        if self.task is None:
-            self.task = self.bar.add_task("validate", total=total)
-        self.bar.update(self.task, completed=done, description=f"validate: {label}")
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-

@@ -1,5 +1,8 @@
 """Per-subcarrier MIMO channels with path loss and block fading (spec 01 §1).
 
+Large-scale path loss PL_k in dB (:func:`path_loss_db`, one of :data:`PATH_LOSS_MODELS`) sets
+the mean power gain β_k = 10^(−PL_k/10) of device k; the small-scale fading is
+
 H_{k,m} = √β_k Σ_ℓ H̃_{k,ℓ} e^{−j2π m ℓ / M},  H̃_{k,ℓ} ∈ C^{N_r × N_t}, entries CN(0, p_ℓ),
 
 with Σ_ℓ p_ℓ = 1 so that E|[H_{k,m}]_{ij}|² = β_k. Rician fading adds a rank-one line-of-sight
@@ -13,19 +16,53 @@ Arrays are ``complex128`` of shape ``(K, M, N_r, N_t)``.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedopt.errors import ChannelFileError, InvalidArgumentError
-from fedopt.instance import Instance
 from fedopt.io import atomic_savez
 
-__all__ = ["Channel", "draw_channel", "validate_channel_array", "CHANNEL_FILE_VERSION"]
+if TYPE_CHECKING:  # fedopt.instance imports this module (path loss): no import cycle at run time
+    from fedopt.instance import Instance
+
+__all__ = ["Channel", "draw_channel", "validate_channel_array", "path_loss_db",
+           "CHANNEL_FILE_VERSION", "PATH_LOSS_MODELS"]
 
 CHANNEL_FILE_VERSION = 1
+
+#: large-scale models of :func:`path_loss_db` (the ``channel.path_loss`` field of an instance)
+PATH_LOSS_MODELS = ("3gpp-uma", "38.901-umi", "free-space")
+
+SPEED_OF_LIGHT_M_S = 299_792_458.0
+
+
+def path_loss_db(model: str, distance_m, carrier_hz: float) -> np.ndarray:
+    """Path loss PL in dB at each distance (spec 01 §1), same shape as ``distance_m``.
+
+    * ``"3gpp-uma"``: 128.1 + 37.6 log10(d / km) (independent of the carrier);
+    * ``"38.901-umi"``: 32.4 + 21 log10(d / m) + 20 log10(f / GHz);
+    * ``"free-space"``: 20 log10(4π d f / c).
+
+    Raises
+    ------
+    InvalidArgumentError
+        For a model not in :data:`PATH_LOSS_MODELS`.
+    """
+    d_m = np.asarray(distance_m, dtype=float)
+    if model == "3gpp-uma":
+        return 128.1 + 37.6 * np.log10(d_m / 1000.0)
+    if model == "38.901-umi":
+        return 32.4 + 21.0 * np.log10(d_m) + 20.0 * np.log10(carrier_hz / 1e9)
+    if model == "free-space":
+        return 20.0 * np.log10(4 * math.pi * d_m * carrier_hz / SPEED_OF_LIGHT_M_S)
+    raise InvalidArgumentError(
+        f"path_loss: got {model!r}, must be one of {', '.join(PATH_LOSS_MODELS)}"
+    )
 
 
 def _ula(n: int, theta: np.ndarray) -> np.ndarray:
@@ -94,10 +131,6 @@ class Channel:
     def shape(self) -> tuple[int, int, int, int]:
         """(K, M, N_r, N_t)."""
         return self.H.shape  # type: ignore[return-value]
-
-    def gram(self) -> np.ndarray:
-        """G_{k,m} = H_{k,m} H_{k,m}^H, shape (K, M, N_r, N_r)."""
-        return self.H @ np.conj(np.swapaxes(self.H, -1, -2))
 
     def mean_gain(self) -> np.ndarray:
         """Mean |h|² per device over subcarriers and antenna pairs, shape (K,)."""

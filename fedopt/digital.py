@@ -5,8 +5,9 @@ Device k is given a band of b_k Hz (Σ_k b_k ≤ B_tot) and sends its payload at
     R_k(b_k) = b_k log2(1 + c_k / b_k),      c_k = p_k g_k / N0   (Hz),
 
 which is increasing and concave in b_k and saturates at c_k / ln 2 as b_k → ∞. This module holds
-the physics of that link (how c_k and the payload S_k follow from an instance and a channel);
-the bandwidth allocation itself lives in :mod:`solvers.bandwidth`.
+the physics of that link: how c_k and the payload S_k follow from an instance and a channel, and
+(re-exported from :mod:`fedopt.link`) the rate, its Lambert-W inverse and the latencies; the
+bandwidth allocation itself lives in :mod:`fedopt.solvers.bandwidth`.
 
 Modelling choices (documented here once, used everywhere):
 
@@ -19,7 +20,8 @@ Modelling choices (documented here once, used everywhere):
   whose exact position is not modelled, so the gain is averaged over the M subcarriers. For
   i.i.d. Rayleigh fading E[g_k] = N_r β_k (receive array gain N_r, no transmit gain).
 * **Noise.** N0 = noise PSD × noise figure, in W/Hz (``server.noise_psd_dbm_hz``,
-  ``server.noise_figure_db``).
+  ``server.noise_figure_db``), read off the instance's own σ² = N0 · Δf · NF
+  (``Instance.noise_power_w``), so that the formula lives in one place.
 * **Payload.** Rank-granular sparsification keeps m of the r rank-1 components of every adapted
   layer and sends them with a mask of r bits: S = m · q(1) · bits + r, with q(1) =
   ``instance.lora.params_per_rank`` (spec 01 §2, which factors travel included).
@@ -34,9 +36,19 @@ import numpy as np
 from fedopt.channel import Channel, validate_channel_array
 from fedopt.errors import InvalidArgumentError
 from fedopt.instance import Instance
-from fedopt.units import db_to_linear
+from fedopt.link import (
+    bandwidth_for_deadline,
+    device_latency_s,
+    latency_floor_s,
+    min_bandwidth_hz,
+    rate_bps,
+    saturation_rate_bps,
+)
 
-__all__ = ["noise_psd_w_hz", "channel_gain", "snr_hz", "payload_bits", "kept_components"]
+__all__ = ["noise_psd_w_hz", "channel_gain", "snr_hz", "payload_bits", "kept_components",
+           # the link's rate and latency functions (fedopt.link)
+           "rate_bps", "saturation_rate_bps", "min_bandwidth_hz", "bandwidth_for_deadline",
+           "latency_floor_s", "device_latency_s"]
 
 #: Relative slack when rounding (1 − ρ) r up to an integer: ρ = 1/3 with r = 3 gives
 #: (1 − ρ) r = 2.0000000000000004 in floating point, which must count as 2, not 3.
@@ -44,9 +56,13 @@ _CEIL_SLACK = 1e-9
 
 
 def noise_psd_w_hz(instance: Instance) -> float:
-    """N0 · NF in W/Hz: the server's noise PSD (dBm/Hz) times its noise figure (linear)."""
-    n0 = float(db_to_linear(instance.server.noise_psd_dbm_hz - 30.0))
-    return n0 * float(db_to_linear(instance.server.noise_figure_db))
+    """N0 · NF in W/Hz: the server's noise PSD (dBm/Hz) times its noise figure (linear).
+
+    The instance's per-subcarrier noise power σ² = N0 · Δf · NF (``Instance.noise_power_w``)
+    divided by the subcarrier spacing Δf: one derivation of N0 · NF for AirComp and the digital
+    uplink alike (equal to the direct product up to two roundings).
+    """
+    return float(instance.noise_power_w) / float(instance.ofdm.subcarrier_spacing_hz)
 
 
 def channel_gain(instance: Instance, channel: Channel | np.ndarray) -> np.ndarray:

@@ -4,6 +4,12 @@ A plan holds the LoRA rank, the number of streams, the receive beamformers per s
 their power scaling (AirComp), or a bandwidth split and sparsity levels (digital uplinks), plus
 metadata tying it to the instance and channel draw it was computed for. It round-trips exactly
 through JSON (complex arrays encoded explicitly as real/imag lists) and ``.npz`` (plain arrays).
+
+Plans are typed: :class:`AirCompPlan` (rank, streams, receive beamformers, the beamforming method
+that re-optimizes them per round) and :class:`DigitalPlan` (rank, bandwidth and sparsity per
+device) say what a plan is; :class:`Plan` is the generic base. A file records its ``kind`` and
+loads back as the class that wrote it (files without ``kind``, written before the types existed,
+are typed by their content).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -21,7 +27,7 @@ from fedopt.errors import FedOptError, PlanError
 from fedopt.instance import Instance
 from fedopt.io import atomic_savez, atomic_write_text, decode_array, encode_array
 
-__all__ = ["Plan", "PLAN_SCHEMA_VERSION"]
+__all__ = ["AirCompPlan", "DigitalPlan", "PLAN_SCHEMA_VERSION", "Plan"]
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -68,7 +74,12 @@ class Plan:
     metadata: dict[str, Any] = field(default_factory=dict)
     schema_version: int = PLAN_SCHEMA_VERSION
 
-    _ARRAYS = ("receive_beamformers", "power_scale", "bandwidth_hz", "sparsity")
+    _ARRAYS: ClassVar[tuple[str, ...]] = ("receive_beamformers", "power_scale", "bandwidth_hz",
+                                          "sparsity")
+    #: what the file's ``kind`` says; the loader returns the class of that kind
+    KIND: ClassVar[str] = "plan"
+    #: fields of a subclass beyond the base's, written to files next to the base fields
+    _EXTRA: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         if self.schema_version != PLAN_SCHEMA_VERSION:
@@ -151,6 +162,8 @@ class Plan:
             "channel_seed": self.channel_seed,
             "channel_round": self.channel_round,
             "metadata": self.metadata,
+            "kind": self.KIND,
+            **{name: getattr(self, name) for name in self._EXTRA},
         }
         for name in self._ARRAYS:
             value = getattr(self, name)
@@ -162,13 +175,39 @@ class Plan:
         if not isinstance(data, Mapping):
             raise PlanError(f"expected a mapping, got {type(data).__name__}")
         known = {"schema_version", "method", "rank", "streams", "instance_name", "instance_digest",
-                 "channel_seed", "channel_round", "metadata", *cls._ARRAYS}
+                 "channel_seed", "channel_round", "metadata", "kind", *cls._ARRAYS,
+                 *(f for k in _KINDS.values() for f in k._EXTRA)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise PlanError(f"{unknown[0]}: unknown field (known: {', '.join(sorted(known))})")
         for key in ("method", "rank", "streams"):
             if key not in data:
                 raise PlanError(f"{key}: missing required field")
+
+    @classmethod
+    def _build(cls, fields: Mapping[str, Any]) -> Plan:
+        """The plan of the class that ``fields["kind"]`` names (or, for files without a kind,
+        the class their content says); ``cls`` other than :class:`Plan` insists on its kind."""
+        fields = dict(fields)
+        kind = fields.pop("kind", None)
+        if kind is None:
+            klass = Plan(**fields).typed_class() if cls is Plan else cls
+        elif kind not in _KINDS:
+            raise PlanError(f"kind: got {kind!r}, must be one of {', '.join(_KINDS)}")
+        else:
+            klass = _KINDS[kind]
+        if cls is not Plan and klass is not cls:
+            raise PlanError(f"kind: this is a {klass.KIND!r} plan, expected {cls.KIND!r}")
+        if klass is AirCompPlan and "beamforming_method" not in fields:
+            # written before plans were typed: the planner kept the method in the metadata
+            method = (fields.get("metadata") or {}).get("beamforming_method")
+            if method is not None:
+                fields["beamforming_method"] = method
+        unexpected = sorted(set(fields) & {f for k in _KINDS.values() for f in k._EXTRA}
+                            - set(klass._EXTRA))
+        if unexpected:
+            raise PlanError(f"{unexpected[0]}: not a field of a {klass.KIND!r} plan")
+        return klass(**fields)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
@@ -181,7 +220,26 @@ class Plan:
                     kwargs[name] = decode_array(data[name], name)
         except FedOptError as exc:
             raise PlanError(str(exc)) from None
-        return cls(**kwargs)
+        return cls._build(kwargs)
+
+    def typed_class(self) -> type[Plan]:
+        """:class:`AirCompPlan` for a plan with receive beamformers, :class:`DigitalPlan` for one
+        with a bandwidth split and sparsity, else :class:`Plan`."""
+        if self.receive_beamformers is not None:
+            return AirCompPlan
+        if self.bandwidth_hz is not None and self.sparsity is not None:
+            return DigitalPlan
+        return Plan
+
+    def typed(self) -> Plan:
+        """This plan as the typed class its content says (itself if it is typed already)."""
+        klass = self.typed_class()
+        if type(self) is not Plan or klass is Plan:
+            return self
+        d = {k: getattr(self, k) for k in ("method", "rank", "streams", *self._ARRAYS,
+                                             "instance_name", "instance_digest", "channel_seed",
+                                             "channel_round", "metadata")}
+        return Plan._build({**d, "kind": klass.KIND})
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: ``.npz`` (arrays + JSON header) or JSON for any other suffix."""
@@ -204,7 +262,7 @@ class Plan:
                     header = json.loads(str(data["header"]))
                     arrays = {n: data[n] for n in cls._ARRAYS if n in data.files}
                 cls._check_keys(header)
-                return cls(**header, **arrays)
+                return cls._build({**header, **arrays})
             text = path.read_text(encoding="utf-8")
             return cls.from_dict(json.loads(text))
         except PlanError as exc:
@@ -212,3 +270,60 @@ class Plan:
         except (OSError, ValueError) as exc:
             raise PlanError(f"{path}: not a readable plan file ({exc})") from None
 
+
+@dataclass(frozen=True, eq=False)
+class AirCompPlan(Plan):
+    """An over-the-air (AirComp) plan: rank r, L streams and unit-norm receive beamformers A_m
+    with their power scales c_m (spec 02 §2), solved on the channel draw
+    (``channel_seed``, ``channel_round``).
+
+    Attributes
+    ----------
+    beamforming_method : str
+        The beamforming method that produced A_m (``fedopt solve --method`` names: beamforming,
+        centroid, sdr, random, mrc, eigen); validation re-optimizes each round's beamformers
+        with it.
+    """
+
+    beamforming_method: str = "beamforming"
+
+    KIND: ClassVar[str] = "aircomp"
+    _EXTRA: ClassVar[tuple[str, ...]] = ("beamforming_method",)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.receive_beamformers is None:
+            raise PlanError("receive_beamformers: an AirComp plan needs them, got none")
+        if not isinstance(self.beamforming_method, str) or not self.beamforming_method:
+            raise PlanError(f"beamforming_method: got {self.beamforming_method!r}, must be a "
+                            "method name such as 'beamforming'")
+
+    def mse_per_subcarrier(self, noise_power_w: float) -> np.ndarray:
+        """MSE_m = σ² ‖c_m A_m‖²_F (spec 02 §2, ZF precoders), from the plan's own power scales;
+        shape (M,). Needs ``power_scale``."""
+        if self.power_scale is None:
+            raise PlanError(f"power_scale: plan of method {self.method!r} has none, so its MSE "
+                            "per subcarrier is not recorded")
+        return float(noise_power_w) * np.sum(np.abs(self.beamformers()) ** 2, axis=(1, 2))
+
+
+@dataclass(frozen=True, eq=False)
+class DigitalPlan(Plan):
+    """A digital (FDMA) plan: rank r, each device's band b_k and sparsity ρ_k (spec 04 §5);
+    one stream."""
+
+    KIND: ClassVar[str] = "digital"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.bandwidth_hz is None or self.sparsity is None:
+            raise PlanError("bandwidth_hz, sparsity: a digital plan needs both (one value per "
+                            "device)")
+        if self.bandwidth_hz.shape != self.sparsity.shape or self.bandwidth_hz.ndim != 1:
+            raise PlanError(f"bandwidth_hz, sparsity: expected two arrays of shape (K,), got "
+                            f"{self.bandwidth_hz.shape} and {self.sparsity.shape}")
+        if self.streams != 1:
+            raise PlanError(f"streams: got {self.streams}, a digital plan has 1")
+
+
+_KINDS: dict[str, type[Plan]] = {k.KIND: k for k in (Plan, AirCompPlan, DigitalPlan)}

@@ -4,7 +4,7 @@ Every figure module exposes
 
 - ``NAME`` and ``TITLE`` (str);
 - ``compute(*, quick=False, seed=0, progress=None) -> dict``: JSON-safe data (lists, floats,
-  str), deterministic for a seed; ``progress(step_done, total)`` is an optional hook;
+  str), deterministic for a seed; ``progress({"done", "total"})`` is an optional hook;
 - ``plot(data, path) -> Path``: a PNG drawn with matplotlib's Agg canvas (no window, no pyplot
   global state), written atomically.
 
@@ -97,7 +97,7 @@ def run_figure(name: str, out_dir: str | os.PathLike, *, quick: bool = False, se
     seed
         Seed of every random draw of the figure.
     progress
-        Optional ``progress(step_done, total)`` hook.
+        Optional ``progress({"done", "total"})`` hook.
 
     Returns
     -------

@@ -17,7 +17,7 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,9 @@ __all__ = ["REPO_DIR", "Progress", "provenance", "dump_data", "save_data", "load
 #: the repository root (the parent of this package); ``git rev-parse`` runs here
 REPO_DIR = Path(__file__).resolve().parents[1]
 
-#: a progress hook: ``progress(step_done, total)``
-Progress = Callable[[int, int], None]
+#: the progress hook of ``compute``: fedopt's one callback shape, called with
+#: ``{"done": steps_done, "total": steps}`` (:data:`fedopt.solvers.result.Callback`)
+Progress = Callable[[Mapping[str, Any]], "bool | None"]
 
 
 def _version(dist: str) -> str | None:
@@ -219,6 +220,6 @@ def subcarrier_subset(n_subcarriers: int, count: int) -> np.ndarray:
 
 
 def tick(progress: Progress | None, done: int, total: int) -> None:
-    """Call the progress hook if there is one."""
+    """Call the progress hook, if there is one, with ``{"done", "total"}``."""
     if progress is not None:
-        progress(done, total)
+        progress({"done": done, "total": total})

@@ -119,7 +119,7 @@ def sweep(instances: Sequence[Instance], *, seed: int, draws: int, subcarriers: 
     methods
         Keys of :data:`METHODS`.
     progress
-        ``progress(step_done, total)`` after each (point, draw).
+        ``progress({"done", "total"})`` after each (point, draw).
     sdr_options
         Per point: options of the SDR baseline.
 

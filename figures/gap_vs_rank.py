@@ -19,7 +19,7 @@ preset's; the legend also gives the cell-edge receive SNR per subcarrier, P_k/M 
 beamformers on one channel draw (seed ``seed``, round 0; the same draw and solver generator at
 every power) and G(r) = contraction + sampling noise + aggregation distortion(r) + rank
 truncation(r) is evaluated with :class:`gap_models.AirFLGap` on Σ_m MSE_m; r* is chosen by
-:func:`solvers.planner.rank_block`, the planner's own rank block. In quick mode Σ_m MSE_m is
+:func:`fedopt.solvers.planner.rank_block`, the planner's own rank block. In quick mode Σ_m MSE_m is
 estimated as M times the mean over 4 subcarriers spread over the band (all 64 in full mode).
 
 Expected (spec 03 §1): the distortion grows linearly in r and as 1/P, the truncation falls in
@@ -54,7 +54,7 @@ from fedopt.solvers.planner import rank_block
 from fedopt.solvers.problem import BeamformingProblem
 from fedopt.units import linear_to_db
 
-__all__ = ["NAME", "TITLE", "compute", "plot"]
+__all__ = ["NAME", "TITLE", "compute", "from_sweep", "plot"]
 
 NAME = "gap_vs_rank"
 TITLE = "AirFL-LoRA optimality gap vs LoRA rank"
@@ -95,7 +95,7 @@ def compute(*, quick: bool = False, seed: int = 0, progress: Progress | None = N
     seed
         Channel seed (round 0) and the seed of the beamforming solver.
     progress
-        ``progress(step_done, total)`` after each power.
+        ``progress({"done", "total"})`` after each power.
 
     Returns
     -------
@@ -125,26 +125,59 @@ def compute(*, quick: bool = False, seed: int = 0, progress: Progress | None = N
                      / inst.noise_power_w)
         out["snr_edge_db"].append(float(linear_to_db(edge)))
         out["mse_sum"].append(mse_sum)
-        out["gap"].append([float(x) for x in block["gaps"]])
+        out["gap"].append([float(x) for x in block.gaps])
         for k in TERM_NAMES:
             out["terms"][k].append([float(x) for x in terms[k]])
-        out["r_star"].append(None if block["rank"] is None else int(block["rank"]))
-        out["gap_star"].append(float(block["gap"]))
-        out["feasible"].append([bool(x) for x in block["feasible"]])
+        out["r_star"].append(block.rank)
+        out["gap_star"].append(float(block.gap))
+        out["feasible"].append([bool(x) for x in block.feasible])
         tick(progress, i + 1, len(P_DBM))
         out["n_subcarriers"] = m
         out["mse_sum_subcarriers"] = int(idx.size)
     return out
 
 
+def from_sweep(sweep: dict[str, Any], instance_name: str) -> dict[str, Any]:
+    """The figure's data for one curve from ``fedopt gap --sweep rank`` (its JSON output):
+    ``fedopt gap --plot`` draws with :func:`plot`."""
+    rows = sweep["rows"]
+    best = next((row for row in rows if row["rank"] == sweep["best_rank"]), None)
+    return {
+        "ranks": [row["rank"] for row in rows], "streams": sweep["streams"],
+        "labels": [f"{instance_name}, L = {sweep['streams']}"],
+        "gap": [[row["gap"] for row in rows]],
+        "terms": {k: [[row["gap_terms"][k] for row in rows]] for k in TERM_NAMES},
+        "r_star": [sweep["best_rank"]], "gap_star": [None if best is None else best["gap"]],
+        "feasible": [[row["feasible"] for row in rows]],
+        "title": f"{instance_name}: gap vs rank at L = {sweep['streams']} streams "
+                 f"(Σ_m MSE_m = {sweep['mse_sum']:.3e})",
+    }
+
+
+def _curve_labels(d: dict[str, Any]) -> list[str]:
+    if "labels" in d:
+        return list(d["labels"])
+    return [f"$P_k$ = {p:g} dBm (cell-edge SNR {round(d['snr_edge_db'][i]):d} dB)"
+            for i, p in enumerate(d["p_dbm"])]
+
+
+def _shade_infeasible(ax: Any, r: np.ndarray, feasible: list[list[bool]]) -> None:
+    bad = r[~np.all(np.asarray(feasible, dtype=bool), axis=0)]
+    if bad.size:
+        ax.axvspan(bad.min() * 0.9, bad.max() * 1.1, color="grey", alpha=0.15,
+                   label="latency budget exceeded")
+
+
 def plot(data: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Left: G(r) per power with r* marked; right: the terms of G. Log–log. Writes a PNG."""
+    """Left: G(r) per power (or per curve of :func:`from_sweep`) with r* marked; right: the
+    terms of G. Log–log; ranks that exceed the latency budget are shaded. Writes a PNG."""
     d = unwrap(data)
     r = np.asarray(d["ranks"])
     with figure_canvas(2, width=6.2, height=5.0) as (fig, (ax, ax_t)):
-        for i, p in enumerate(d["p_dbm"]):
+        labels = _curve_labels(d)
+        for i, label in enumerate(labels):
             color = COLORS[i % len(COLORS)]
-            label = f"$P_k$ = {p:g} dBm (cell-edge SNR {round(d['snr_edge_db'][i]):d} dB)"
+            short = label.split(" (")[0]
             ax.plot(r, d["gap"][i], color=color, label=label)
             r_star = d["r_star"][i]
             if r_star is not None:
@@ -154,9 +187,10 @@ def plot(data: dict[str, Any], path: str | os.PathLike) -> Path:
                             textcoords="offset points", xytext=(0, -18), ha="center",
                             fontsize=10, color=color, fontweight="bold")
             ax_t.plot(r, d["terms"]["aggregation_distortion"][i], color=color, ls="--",
-                      label=f"{TERM_LABELS['aggregation_distortion']}, {p:g} dBm")
+                      label=f"{TERM_LABELS['aggregation_distortion']}, {short}")
         ax.plot([], [], marker="*", ms=12, color="0.5", mec="black", ls="none",
                 label="$r^*$: minimizer (planner's rank block)")
+        _shade_infeasible(ax, r, d["feasible"])
         ax_t.plot(r, d["terms"]["rank_truncation"][0], color="black",
                   label=TERM_LABELS["rank_truncation"])
         const = np.asarray(d["terms"]["contraction"][0]) + np.asarray(
@@ -176,9 +210,13 @@ def plot(data: dict[str, Any], path: str | os.PathLike) -> Path:
         ax_t.set_ylabel("gap term (nats of loss)")
         ax_t.set_title("Terms of $G(r)$")
         ax_t.legend(loc="upper left", ncols=1)
-        how = (f"Σ$_m$MSE$_m$ from {d['mse_sum_subcarriers']} of {d['n_subcarriers']} "
-               "subcarriers (quick mode)" if d["quick"] else
-               f"Σ$_m$MSE$_m$ over all {d['n_subcarriers']} subcarriers")
-        fig.suptitle(f"{TITLE} (default instance, L = {d['streams']}, manifold beamformers)\n"
-                     f"one channel draw (seed {d['seed']}), {how}")
+        fig.suptitle(d["title"] if "title" in d else _title(d))
         return save_png(fig, path)
+
+
+def _title(d: dict[str, Any]) -> str:
+    how = (f"Σ$_m$MSE$_m$ from {d['mse_sum_subcarriers']} of {d['n_subcarriers']} "
+           "subcarriers (quick mode)" if d["quick"] else
+           f"Σ$_m$MSE$_m$ over all {d['n_subcarriers']} subcarriers")
+    return (f"{TITLE} (default instance, L = {d['streams']}, manifold beamformers)\n"
+            f"one channel draw (seed {d['seed']}), {how}")

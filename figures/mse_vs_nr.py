@@ -53,7 +53,7 @@ def compute(*, quick: bool = False, seed: int = 0, progress: Progress | None = N
     seed
         Channel seed (and the seed of every solver's generator).
     progress
-        ``progress(step_done, total)`` after each (N_r, draw).
+        ``progress({"done", "total"})`` after each (N_r, draw).
 
     Returns
     -------

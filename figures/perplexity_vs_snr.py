@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fedopt.figures._common import Progress, figure_canvas, save_png, unwrap
+from fedopt.figures._common import Progress, figure_canvas, save_png, tick, unwrap
 from fedopt.figures.training_loss import STYLE
 
 NAME = "perplexity_vs_snr"
@@ -51,11 +51,10 @@ def compute(*, quick: bool = False, seed: int = 0, progress: Progress | None = N
     for p_dbm in powers:
         inst = base.with_devices(p_max_dbm=p_dbm)
 
-        def hook(d: int, _t: int, _label: str, _base: int = done) -> None:
-            if progress is not None:
-                progress(_base + d, n_runs * per_run)
+        def hook(record: dict, _base: int = done) -> None:
+            tick(progress, _base + record["done"], n_runs * per_run)
 
-        rep = validate(inst, baselines=METHODS[1:], settings=settings, progress=hook)
+        rep = validate(inst, baselines=METHODS[1:], settings=settings, callback=hook)
         done += len(METHODS) * per_run
         points.append({
             "p_max_dbm": p_dbm, "median_snr_db": _median_snr_db(inst),
@@ -63,15 +62,14 @@ def compute(*, quick: bool = False, seed: int = 0, progress: Progress | None = N
                             "streams": m.get("streams"),
                             "relative_aggregation_error": m.get("relative_aggregation_error"),
                             "error": m.get("error")}
-                        for k, m in rep["methods"].items()},
+                        for k, m in rep.methods.items()},
         })
     top = base.with_devices(p_max_dbm=powers[-1])
 
     # ideal = AirFL-LoRA's rank at the highest power without any aggregation error
-    rep = validate(top, baselines=("ideal",), settings=settings, progress=None)
-    if progress is not None:
-        progress(n_runs * per_run, n_runs * per_run)
-    ideal = rep["methods"]["ideal"]
+    rep = validate(top, baselines=("ideal",), settings=settings)
+    tick(progress, n_runs * per_run, n_runs * per_run)
+    ideal = rep.methods["ideal"]
     return {"name": NAME, "instance": base.name, "settings": settings.to_dict(),
             "methods": list(METHODS), "points": points,
             "ideal": {"perplexity": ideal.get("perplexity"), "rank": ideal.get("rank")}}

@@ -42,16 +42,15 @@ def compute(*, quick: bool = False, seed: int = 0, progress: Progress | None = N
     settings = (ValidateSettings(rounds=3, seeds=seeds, eval_every=1, eval_batches=1,
                                  mode="equivalent") if quick
                 else ValidateSettings(seeds=seeds))
-    hook = None if progress is None else (lambda done, total, _label: progress(done, total))
     report = validate(load_instance("tiny-char"), baselines=DEFAULT_BASELINES,
-                      settings=settings, progress=hook)
+                      settings=settings, callback=progress)
     methods = {}
-    for name, m in report["methods"].items():
+    for name, m in report.methods.items():
         methods[name] = {k: m.get(k) for k in (
             "rank", "streams", "final_train_loss", "final_eval_loss", "perplexity",
             "measured_aggregation_error", "predicted_aggregation_error", "latency_s", "error")}
         methods[name]["curves"] = m.get("curves")
-    return {"name": NAME, "instance": report["instance"], "settings": report["settings"],
+    return {"name": NAME, "instance": report.instance, "settings": report.settings,
             "methods": methods}
 
 

@@ -1,17 +1,24 @@
-"""Solvers: receive beamforming (spec 04 §1), baselines and bounds (spec 02 §4–§5), and the
-rank / streams / beamforming planner (spec 04 §2).
+"""Solvers (spec 04): one registry, one entry point, one result type.
 
-The planner API in one call::
+``solve(instance, method, *, rng=None, callback=None, **options)`` takes every method of
+``fedopt solve --method`` (:mod:`fedopt.solvers.registry`) and returns a
+:class:`~fedopt.solvers.result.SolveResult` whose ``solution`` is a typed plan::
 
     from fedopt import load_instance
     from fedopt.solvers import solve
 
     result = solve(load_instance("default"), "airfl-lora", seed=0)
-    result.solution.save("plan.json")        # the Plan: rank, streams, beamformers
+    result.solution.save("plan.json")        # the AirCompPlan: rank, streams, beamformers
+
+Rooms: :mod:`~fedopt.solvers.beamforming` (receive beamforming, spec 04 §1, baselines and bounds
+of spec 02 §4–§5), :mod:`~fedopt.solvers.planner` (rank, streams, beamformers, spec 04 §2),
+:mod:`~fedopt.solvers.bandwidth` and :mod:`~fedopt.solvers.tsfa` (digital uplinks, spec 04
+§3–§5), :mod:`~fedopt.solvers.validation` (plans through the FL loop, calibration).
 """
 
 from fedopt.solvers.planner import PLAN_METHODS, SEARCHES, evaluate
-from fedopt.solvers.planner import plan as solve
-from fedopt.solvers.result import SolveResult, Status
+from fedopt.solvers.registry import METHODS, solve
+from fedopt.solvers.result import SolveResult, SolverRun, Status
 
-__all__ = ["PLAN_METHODS", "SEARCHES", "SolveResult", "Status", "evaluate", "solve"]
+__all__ = ["METHODS", "PLAN_METHODS", "SEARCHES", "SolveResult", "SolverRun", "Status",
+           "evaluate", "solve"]

@@ -1,16 +1,21 @@
 """The federated LoRA room (spec 05): everything that trains.
 
-- :mod:`fedopt.fl.lora`: LoRA adapters on ``nn.Linear`` layers, flatten/unflatten of the
-  adapter state (the vector of length q(r) that travels);
-- :mod:`fedopt.fl.charmodel`, :mod:`fedopt.fl.pretrained`: the small causal character
-  transformer and its shipped, deterministically pre-trained base checkpoint;
-- :mod:`fedopt.fl.data`: the text corpus and the non-IID client split;
-- :mod:`fedopt.fl.aggregators`: ideal, AirComp (exact and equivalent) and digital (SOFT over
-  FDMA) aggregation of the clients' updates;
-- :mod:`fedopt.fl.soft`: SOFT's sparsification of LoRA factors (torch);
+- :mod:`fedopt.fl.adapter`, :mod:`fedopt.fl.lora`: the ``LoRALinear`` adapter, applying LoRA to
+  a model's ``nn.Linear`` layers, flatten/unflatten of the adapter state (the vector of length
+  q(r) that travels);
+- :mod:`fedopt.fl.charmodel` (over :mod:`~fedopt.fl.transformer`, :mod:`~fedopt.fl.training`,
+  :mod:`~fedopt.fl.charmodel_io`), :mod:`fedopt.fl.pretrained`: the small causal character
+  transformer, its training and checkpoints, and the shipped pre-trained base;
+- :mod:`fedopt.fl.corpus`, :mod:`fedopt.fl.data`: the text corpus and vocabulary, the non-IID
+  client split;
+- :mod:`fedopt.fl.aggregators` (``base``, ``ideal``, ``aircomp``, ``digital``): ideal, AirComp
+  (exact and equivalent) and digital (SOFT over FDMA) aggregation of the clients' updates;
+- :mod:`fedopt.fl.soft`: SOFT's component scores and selection for LoRA factors (torch);
 - :mod:`fedopt.fl.recipe`: the training recipe (local steps, learning rate, LoRA scale) shared by
   validation and calibration;
-- :mod:`fedopt.fl.loop`: rounds, local steps, the server step, accounting, checkpoints.
+- :mod:`fedopt.fl.config`, :mod:`fedopt.fl.checkpoint`, :mod:`fedopt.fl.loop`: the loop's
+  settings, its checkpoints and logs, and :func:`~fedopt.fl.loop.run_federated` (rounds, local
+  steps, the server step, accounting).
 
 The planning domain (:mod:`fedopt.instance`, :mod:`fedopt.channel`, :mod:`fedopt.aircomp`,
 :mod:`fedopt.plan`, :mod:`fedopt.digital`) never imports this room; only this room imports

@@ -1,9 +1,7 @@
-"""Text corpus, character vocabulary and the non-IID federated split (spec 05 §1).
+"""The non-IID federated split of the text corpus, and mini-batches (spec 05 §1).
 
-The corpus ships with Python itself: ``pydoc_data.topics.topics``, about 80 named help topics
-(≈ 465k characters), so nothing is downloaded at run time. Text is modelled character by
-character with a :class:`CharVocab` (the sorted distinct characters of the corpus plus one
-unknown id).
+The corpus and its vocabulary (:func:`load_corpus`, :class:`CharVocab`) live in
+:mod:`fedopt.fl.corpus` and are re-exported here.
 
 Federated split. Topic t (of T) goes whole to one client, so the clients' topic sets are disjoint
 and cover the corpus. The client sizes follow a Dirichlet knob α (``concentration``):
@@ -30,12 +28,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fedopt.errors import InvalidArgumentError
+from fedopt.fl.corpus import VOCAB_SCHEMA_VERSION, CharVocab, load_corpus
 
 __all__ = [
     "VOCAB_SCHEMA_VERSION",
@@ -49,143 +48,37 @@ __all__ = [
     "sample_batch",
 ]
 
-#: Version stamp written by :meth:`CharVocab.to_dict`.
-VOCAB_SCHEMA_VERSION = 1
-
-
-def load_corpus() -> dict[str, str]:
-    """The text corpus: Python's ``pydoc_data.topics`` as ``{topic name: text}``, sorted by name.
-
-    Returns a fresh dict on every call (mutating it does not touch the standard library's copy);
-    the order is deterministic (sorted names), whatever the Python build's insertion order.
-    """
-    from pydoc_data.topics import topics
-
-    return {name: str(topics[name]) for name in sorted(topics)}
-
-
-# --------------------------------------------------------------------------------------------
-# vocabulary
-
-
-@dataclass(frozen=True)
-class CharVocab:
-    """Character vocabulary: ids 0..n-1 are the sorted distinct characters, id n is "unknown".
-
-    Parameters
-    ----------
-    chars : str
-        The known characters, distinct and sorted by code point (as ``sorted(set(text))``).
-
-    Attributes
-    ----------
-    size : int
-        n + 1 (the known characters and the unknown id): the model's vocabulary size.
-    unk_id : int
-        n; :meth:`encode` maps characters outside the vocabulary to it and :meth:`decode` shows it
-        as ``unk_char`` (U+FFFD).
-    """
-
-    chars: str
-    unk_char: str = field(default="\ufffd", repr=False)
-    _codes: np.ndarray = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.chars, str) or not self.chars:
-            raise InvalidArgumentError(
-                f"chars: expected a non-empty string of distinct characters, got {self.chars!r}"
-            )
-        if "".join(sorted(set(self.chars))) != self.chars:
-            raise InvalidArgumentError(
-                "chars: characters must be distinct and sorted by code point; build the vocabulary "
-                "with CharVocab.from_text(text)"
-            )
-        codes = np.array([ord(c) for c in self.chars], dtype=np.int64)
-        object.__setattr__(self, "_codes", codes)
-
-    @classmethod
-    def from_text(cls, text: str) -> CharVocab:
-        """The vocabulary of ``text``: its sorted distinct characters plus the unknown id."""
-        return cls("".join(sorted(set(text))))
-
-    @classmethod
-    def from_corpus(cls, corpus: Mapping[str, str] | None = None) -> CharVocab:
-        """The vocabulary of all topics of ``corpus`` (default: :func:`load_corpus`)."""
-        corpus = load_corpus() if corpus is None else corpus
-        return cls.from_text("".join(corpus.values()))
-
-    @property
-    def size(self) -> int:
-        return len(self.chars) + 1
-
-    @property
-    def unk_id(self) -> int:
-        return len(self.chars)
-
-    def encode(self, text: str) -> np.ndarray:
-        """Ids (int64, one per character) of ``text``; unknown characters map to ``unk_id``."""
-        if not isinstance(text, str):
-            raise InvalidArgumentError(f"text: expected a str, got {type(text).__name__}")
-        if not text:
-            return np.zeros(0, dtype=np.int64)
-        code = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
-        code = code.astype(np.int64)
-        idx = np.searchsorted(self._codes, code)
-        idx_c = np.minimum(idx, len(self._codes) - 1)
-        known = self._codes[idx_c] == code
-        return np.where(known, idx_c, self.unk_id).astype(np.int64)
-
-    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        """The text of ``ids`` (``unk_id`` shows as ``unk_char``); inverse of :meth:`encode` on
-        text made of known characters."""
-        arr = np.asarray(ids)
-        if arr.size == 0:
-            return ""
-        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-            raise InvalidArgumentError(
-                f"ids: expected a 1-D integer array, got shape {arr.shape} and dtype {arr.dtype}"
-            )
-        if arr.min() < 0 or arr.max() >= self.size:
-            raise InvalidArgumentError(
-                f"ids: values must lie in 0..{self.size - 1} (vocabulary size {self.size}), got "
-                f"range {int(arr.min())}..{int(arr.max())}"
-            )
-        table = self.chars + self.unk_char
-        return "".join(table[i] for i in arr.tolist())
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe mapping (schema version stamp, the characters as a list)."""
-        return {"schema_version": VOCAB_SCHEMA_VERSION, "kind": "char_vocab",
-                "chars": list(self.chars), "unk_char": self.unk_char}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CharVocab:
-        """Inverse of :meth:`to_dict`."""
-        if not isinstance(data, Mapping):
-            raise InvalidArgumentError(f"vocab: expected a mapping, got {type(data).__name__}")
-        version = data.get("schema_version")
-        if version != VOCAB_SCHEMA_VERSION:
-            raise InvalidArgumentError(
-                f"vocab.schema_version: expected {VOCAB_SCHEMA_VERSION}, got {version!r}"
-            )
-        chars = data.get("chars")
-        if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1
-                                                  for c in chars):
-            raise InvalidArgumentError("vocab.chars: expected a list of single characters")
-        unk = data.get("unk_char", "\ufffd")
-        if not isinstance(unk, str) or len(unk) != 1:
-            raise InvalidArgumentError(f"vocab.unk_char: expected one character, got {unk!r}")
-        return cls("".join(chars), unk_char=unk)
-
-
-# --------------------------------------------------------------------------------------------
-# federated split
-
 
 def _check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InvalidArgumentError(f"seed: expected a non-negative integer, got {seed!r}")
     return int(seed)
+
+
+def _check_split_args(topics: Sequence[str], n_clients: Any, concentration: Any) -> list[str]:
+    """The topics as a list, after checking them, ``n_clients`` and ``concentration``."""
+    topics = list(topics)
+    if not topics or not all(isinstance(t, str) for t in topics):
+        raise InvalidArgumentError("topics: expected a non-empty sequence of topic names (str)")
+    if len(set(topics)) != len(topics):
+        raise InvalidArgumentError("topics: topic names must be distinct")
+    n_topics = len(topics)
+    if isinstance(n_clients, bool) or not isinstance(n_clients, (int, np.integer)) or (
+            n_clients < 1):
+        raise InvalidArgumentError(f"n_clients: expected a positive integer, got {n_clients!r}")
+    if n_clients > n_topics:
+        raise InvalidArgumentError(
+            f"n_clients = {n_clients} exceeds the number of topics ({n_topics}): each topic goes "
+            f"whole to one client, so at most {n_topics} clients can hold data; use "
+            f"n_clients <= {n_topics}"
+        )
+    if isinstance(concentration, bool) or not isinstance(concentration, (int, float)) or not (
+            math.isfinite(concentration) and concentration > 0):
+        raise InvalidArgumentError(
+            f"concentration: expected a finite number > 0 (e.g. 1e3 near-uniform, 1.0 moderate, "
+            f"1e-2 very skewed), got {concentration!r}"
+        )
+    return topics
 
 
 def split_clients(topics: Sequence[str], n_clients: int, *, concentration: float,
@@ -212,27 +105,7 @@ def split_clients(topics: Sequence[str], n_clients: int, *, concentration: float
     list of list of str
         ``result[k]``: the topics of client k, in the order of ``topics``. Disjoint, covering.
     """
-    topics = list(topics)
-    if not topics or not all(isinstance(t, str) for t in topics):
-        raise InvalidArgumentError("topics: expected a non-empty sequence of topic names (str)")
-    if len(set(topics)) != len(topics):
-        raise InvalidArgumentError("topics: topic names must be distinct")
-    n_topics = len(topics)
-    if isinstance(n_clients, bool) or not isinstance(n_clients, (int, np.integer)) or (
-            n_clients < 1):
-        raise InvalidArgumentError(f"n_clients: expected a positive integer, got {n_clients!r}")
-    if n_clients > n_topics:
-        raise InvalidArgumentError(
-            f"n_clients = {n_clients} exceeds the number of topics ({n_topics}): each topic goes "
-            f"whole to one client, so at most {n_topics} clients can hold data; use "
-            f"n_clients <= {n_topics}"
-        )
-    if isinstance(concentration, bool) or not isinstance(concentration, (int, float)) or not (
-            math.isfinite(concentration) and concentration > 0):
-        raise InvalidArgumentError(
-            f"concentration: expected a finite number > 0 (e.g. 1e3 near-uniform, 1.0 moderate, "
-            f"1e-2 very skewed), got {concentration!r}"
-        )
+    topics = _check_split_args(topics, n_clients, concentration)
     seed = _check_seed(seed)
     k = int(n_clients)
     rng = np.random.default_rng(seed)
@@ -240,7 +113,7 @@ def split_clients(topics: Sequence[str], n_clients: int, *, concentration: float
     if not np.all(np.isfinite(p)) or p.sum() <= 0:  # pragma: no cover - numpy >= 1.25 is safe
         p = np.full(k, 1.0 / k)
     p = p / p.sum()
-    owner = rng.choice(k, size=n_topics, p=p)
+    owner = rng.choice(k, size=len(topics), p=p)
     members: list[list[int]] = [[] for _ in range(k)]
     for t, c in enumerate(owner.tolist()):
         members[c].append(t)
@@ -360,6 +233,64 @@ class FederatedData:
         }
 
 
+def _check_data_args(heldout_fraction: Any, max_chars_per_topic: Any) -> None:
+    if isinstance(heldout_fraction, bool) or not isinstance(heldout_fraction, (int, float)) or (
+            not 0.0 <= heldout_fraction < 1.0):
+        raise InvalidArgumentError(
+            f"heldout_fraction: expected a number in [0, 1), got {heldout_fraction!r}"
+        )
+    if max_chars_per_topic is not None and (
+            isinstance(max_chars_per_topic, bool)
+            or not isinstance(max_chars_per_topic, (int, np.integer)) or max_chars_per_topic < 2):
+        raise InvalidArgumentError(
+            f"max_chars_per_topic: expected None or an integer >= 2, got {max_chars_per_topic!r}"
+        )
+
+
+def _checked_corpus(corpus: Mapping[str, str] | None) -> dict[str, str]:
+    """``corpus`` (default :func:`load_corpus`) in sorted-name order; every topic >= 2 chars."""
+    corpus = load_corpus() if corpus is None else {k: corpus[k] for k in sorted(corpus)}
+    empty = [name for name, text in corpus.items() if len(text) < 2]
+    if empty:
+        raise InvalidArgumentError(
+            f"corpus: every topic needs at least 2 characters; too short: {empty[:5]}"
+        )
+    return corpus
+
+
+def _only_topics(corpus: dict[str, str], topics: Sequence[str] | None) -> dict[str, str]:
+    """The part of ``corpus`` named by ``topics`` (all of it when None), sorted by name."""
+    if topics is None:
+        return corpus
+    unknown = [t for t in topics if t not in corpus]
+    if unknown or not topics:
+        raise InvalidArgumentError(
+            f"topics: expected a non-empty list of corpus topic names; unknown: {unknown[:5]}"
+        )
+    return {name: corpus[name] for name in sorted(set(topics))}
+
+
+def _client_data(cid: int, names: Sequence[str], corpus: Mapping[str, str], vocab: CharVocab,
+                 heldout_fraction: float, max_chars_per_topic: int | None) -> ClientData:
+    """Client ``cid``: each topic cut into a training prefix and a held-out suffix."""
+    splits, train_parts, held_parts = [], [], []
+    for name in names:
+        text = corpus[name]
+        if max_chars_per_topic is not None:
+            text = text[: int(max_chars_per_topic)]
+        n = len(text)
+        n_held = 0 if heldout_fraction == 0 else max(1, math.ceil(heldout_fraction * n))
+        cut = max(1, n - n_held)
+        splits.append(TopicSplit(name, n, cut))
+        ids = vocab.encode(text)
+        train_parts.append(ids[:cut])
+        held_parts.append(ids[cut:])
+    return ClientData(
+        client_id=cid, topics=tuple(names), splits=tuple(splits),
+        train=np.concatenate(train_parts), heldout=np.concatenate(held_parts),
+    )
+
+
 def make_federated_data(n_clients: int, *, concentration: float = 1.0,
                         heldout_fraction: float = 0.1, seed: int = 0,
                         max_chars_per_topic: int | None = None,
@@ -388,51 +319,14 @@ def make_federated_data(n_clients: int, *, concentration: float = 1.0,
         never saw); the vocabulary is still built from the whole corpus, so ids agree with a
         model trained on any part of it.
     """
-    if isinstance(heldout_fraction, bool) or not isinstance(heldout_fraction, (int, float)) or (
-            not 0.0 <= heldout_fraction < 1.0):
-        raise InvalidArgumentError(
-            f"heldout_fraction: expected a number in [0, 1), got {heldout_fraction!r}"
-        )
-    if max_chars_per_topic is not None and (
-            isinstance(max_chars_per_topic, bool)
-            or not isinstance(max_chars_per_topic, (int, np.integer)) or max_chars_per_topic < 2):
-        raise InvalidArgumentError(
-            f"max_chars_per_topic: expected None or an integer >= 2, got {max_chars_per_topic!r}"
-        )
+    _check_data_args(heldout_fraction, max_chars_per_topic)
     seed = _check_seed(seed)
-    corpus = load_corpus() if corpus is None else {k: corpus[k] for k in sorted(corpus)}
-    empty = [name for name, text in corpus.items() if len(text) < 2]
-    if empty:
-        raise InvalidArgumentError(
-            f"corpus: every topic needs at least 2 characters; too short: {empty[:5]}"
-        )
+    corpus = _checked_corpus(corpus)
     vocab = CharVocab.from_corpus(corpus)
-    if topics is not None:
-        unknown = [t for t in topics if t not in corpus]
-        if unknown or not topics:
-            raise InvalidArgumentError(
-                f"topics: expected a non-empty list of corpus topic names; unknown: {unknown[:5]}"
-            )
-        corpus = {name: corpus[name] for name in sorted(set(topics))}
+    corpus = _only_topics(corpus, topics)
     assignment = split_clients(list(corpus), n_clients, concentration=concentration, seed=seed)
-    clients = []
-    for cid, names in enumerate(assignment):
-        splits, train_parts, held_parts = [], [], []
-        for name in names:
-            text = corpus[name]
-            if max_chars_per_topic is not None:
-                text = text[: int(max_chars_per_topic)]
-            n = len(text)
-            n_held = 0 if heldout_fraction == 0 else max(1, math.ceil(heldout_fraction * n))
-            cut = max(1, n - n_held)
-            splits.append(TopicSplit(name, n, cut))
-            ids = vocab.encode(text)
-            train_parts.append(ids[:cut])
-            held_parts.append(ids[cut:])
-        clients.append(ClientData(
-            client_id=cid, topics=tuple(names), splits=tuple(splits),
-            train=np.concatenate(train_parts), heldout=np.concatenate(held_parts),
-        ))
+    clients = [_client_data(cid, names, corpus, vocab, heldout_fraction, max_chars_per_topic)
+               for cid, names in enumerate(assignment)]
     global_heldout = np.concatenate([c.heldout for c in clients])
     return FederatedData(
         vocab=vocab, clients=tuple(clients), global_heldout=global_heldout,

@@ -1,16 +1,9 @@
 """LoRA adapters for any ``torch.nn.Module`` with ``nn.Linear`` layers (spec 05 §1, spec 01 §2).
 
-An adapted layer keeps its base weight W0 ∈ R^{d_out × d_in} (and bias b) frozen and learns two
-factors A ∈ R^{r × d_in} and B ∈ R^{d_out × r}:
-
-    y = x W0ᵀ + b + (α/r) · ((x Aᵀ) ⊙ m) Bᵀ,        W = W0 + (α/r) B diag(m) A,
-
-with m ∈ R^r the rank mask (all ones by default). Because B A = Σ_i b_i a_iᵀ (b_i the i-th column
-of B, a_iᵀ the i-th row of A), a zero in m removes the i-th rank-1 component exactly: it adds
-nothing to the output and receives no gradient (SOFT, spec 04 §4). B starts at zero, so the adapted
-model reproduces the base model bit for bit until the first update; A starts Kaiming-uniform
-(bound 1/√d_in, as ``nn.Linear`` and PEFT) or Gaussian (std 1/r), drawn from a ``torch.Generator``
-passed in.
+:func:`apply_lora` replaces the matching ``nn.Linear`` layers of a model, in place, by
+:class:`LoRALinear` adapters (:mod:`fedopt.fl.adapter`, re-exported here: a frozen base weight W0
+plus (α/r) B diag(m) A, B starting at zero and a rank mask m that removes rank-1 components
+exactly).
 
 The federated loop does not see modules but one flat vector per client: :func:`flatten_lora`
 concatenates, layer by layer in the order of :func:`apply_lora`, A then B (row-major), so its
@@ -23,16 +16,15 @@ This module imports torch; ``fedopt`` itself does not import this module.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fedopt.errors import InvalidArgumentError
+from fedopt.fl.adapter import LoRALinear, check_alpha, check_init, check_mask, check_rank
 
 __all__ = [
     "DEFAULT_TARGETS",
@@ -52,154 +44,10 @@ __all__ = [
 #: character transformer (``q``, ``k``, ``v``, ``proj``), a fused ``attn``, GPT-2's ``c_attn``.
 DEFAULT_TARGETS: tuple[str, ...] = ("q", "k", "v", "attn", "c_attn", "proj")
 
-_INITS = ("kaiming", "gaussian")
 _FACTORS = ("AB", "A", "B")
 
 Target = str | Iterable[str] | Callable[[str, nn.Module], bool]
-LoRAModules = Mapping[str, "LoRALinear"] | nn.Module
-
-
-def _check_rank(rank: Any, name: str, d_out: int, d_in: int) -> int:
-    """rank as an int in 1..min(d_out, d_in), or an error naming the layer and the range."""
-    if isinstance(rank, bool) or not isinstance(rank, int):
-        raise InvalidArgumentError(f"rank: expected an integer, got {rank!r}")
-    hi = min(d_out, d_in)
-    if not 1 <= rank <= hi:
-        raise InvalidArgumentError(
-            f"rank {rank} is out of range for layer {name!r} ({d_out} × {d_in}): a LoRA rank must "
-            f"lie in 1..min(d_out, d_in) = 1..{hi}; pick a smaller rank or leave this layer out "
-            f"with target="
-        )
-    return rank
-
-
-def _check_alpha(alpha: Any, rank: int) -> float:
-    """α as a positive float (default r, i.e. scale α/r = 1)."""
-    if alpha is None:
-        return float(rank)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (
-            math.isfinite(alpha) and alpha > 0):
-        raise InvalidArgumentError(f"alpha: expected a positive finite number, got {alpha!r}")
-    return float(alpha)
-
-
-def _check_init(init: Any) -> None:
-    if init not in _INITS:
-        raise InvalidArgumentError(f"init: expected one of {_INITS}, got {init!r}")
-
-
-def _check_mask(mask: Any, rank: int, name: str, like: torch.Tensor) -> torch.Tensor:
-    m = torch.as_tensor(mask)
-    if m.ndim != 1 or m.shape[0] != rank:
-        raise InvalidArgumentError(
-            f"rank mask for layer {name!r}: expected a vector of length r = {rank}, got shape "
-            f"{tuple(m.shape)}"
-        )
-    if m.is_complex():
-        raise InvalidArgumentError(f"rank mask for layer {name!r}: expected bool or real values")
-    m = m.to(dtype=like.dtype, device=like.device)
-    if not bool(torch.isfinite(m).all()):
-        raise InvalidArgumentError(f"rank mask for layer {name!r}: entries must be finite")
-    return m
-
-
-class LoRALinear(nn.Module):
-    """A frozen ``nn.Linear`` plus a trainable low-rank update (module docstring for the math).
-
-    Parameters
-    ----------
-    base : nn.Linear
-        The layer to adapt; its weight (d_out × d_in) and bias are frozen, never copied.
-    rank : int
-        r, in 1..min(d_out, d_in).
-    alpha : float, optional
-        α in the scale α/r; default α = r (scale 1).
-    init : {"kaiming", "gaussian"}
-        Initialization of A: uniform on ±1/√d_in, or normal with std 1/r. B is always zero.
-    generator : torch.Generator, optional
-        Source of A's initial values (torch's default generator when omitted).
-    name : str
-        Shown in error messages and ``repr``.
-
-    Attributes
-    ----------
-    A : nn.Parameter
-        r × d_in, dtype and device of the base weight.
-    B : nn.Parameter
-        d_out × r, zeros at construction.
-    rank_mask : torch.Tensor
-        Buffer of length r (1 keeps a component, 0 removes it).
-    scaling : float
-        α/r.
-    """
-
-    def __init__(self, base: nn.Linear, rank: int, *, alpha: float | None = None,
-                 init: str = "kaiming", generator: torch.Generator | None = None,
-                 name: str = "linear"):
-        super().__init__()
-        if not isinstance(base, nn.Linear):
-            raise InvalidArgumentError(
-                f"layer {name!r}: LoRALinear wraps an nn.Linear, got {type(base).__name__}"
-            )
-        d_out, d_in = base.weight.shape
-        rank = _check_rank(rank, name, int(d_out), int(d_in))
-        alpha = _check_alpha(alpha, rank)
-        _check_init(init)
-        w = base.weight
-        for p in base.parameters():
-            p.requires_grad_(False)
-        self.base = base
-        self.name = name
-        self.alpha = float(alpha)
-        self.scaling = self.alpha / rank
-        self.init = init
-        # draw on the generator's device (CPU unless told otherwise), then move: the same seed
-        # gives the same A whatever device or dtype the base model lives on
-        dev = generator.device if generator is not None else torch.device("cpu")
-        if init == "kaiming":
-            # kaiming_uniform_(a=√5) as in nn.Linear / PEFT: bound = √(6 / ((1 + 5) d_in))
-            bound = 1.0 / math.sqrt(d_in)
-            a0 = torch.rand((rank, d_in), generator=generator, device=dev, dtype=torch.float64)
-            a0 = (2.0 * a0 - 1.0) * bound
-        else:
-            a0 = torch.randn((rank, d_in), generator=generator, device=dev,
-                             dtype=torch.float64) / rank
-        self.A = nn.Parameter(a0.to(dtype=w.dtype, device=w.device))
-        self.B = nn.Parameter(torch.zeros((d_out, rank), dtype=w.dtype, device=w.device))
-        self.register_buffer("rank_mask", torch.ones(rank, dtype=w.dtype, device=w.device))
-
-    @property
-    def rank(self) -> int:
-        return int(self.A.shape[0])
-
-    @property
-    def d_out(self) -> int:
-        return int(self.base.weight.shape[0])
-
-    @property
-    def d_in(self) -> int:
-        return int(self.base.weight.shape[1])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """y = base(x) + (α/r) · ((x Aᵀ) ⊙ m) Bᵀ."""
-        h = F.linear(x, self.A) * self.rank_mask
-        return self.base(x) + F.linear(h, self.B) * self.scaling
-
-    def delta_weight(self) -> torch.Tensor:
-        """(α/r) B diag(m) A = (α/r) Σ_i m_i b_i a_iᵀ, d_out × d_in (differentiable in A, B)."""
-        return ((self.B * self.rank_mask) @ self.A) * self.scaling
-
-    def merged_weight(self) -> torch.Tensor:
-        """W0 + (α/r) B diag(m) A: the weight of the equivalent plain ``nn.Linear``."""
-        return self.base.weight + self.delta_weight()
-
-    def set_mask(self, mask: Any) -> None:
-        """Set the rank mask (bool or real vector of length r; copied, dtype of the weights)."""
-        self.rank_mask = _check_mask(mask, self.rank, self.name, self.A)
-
-    def extra_repr(self) -> str:
-        return (f"name={self.name!r}, d_out={self.d_out}, d_in={self.d_in}, rank={self.rank}, "
-                f"alpha={self.alpha:g}")
+LoRAModules = Mapping[str, LoRALinear] | nn.Module
 
 
 def _matcher(target: Target) -> Callable[[str, nn.Module], bool]:
@@ -213,6 +61,57 @@ def _matcher(target: Target) -> Callable[[str, nn.Module], bool]:
         )
     wanted = frozenset(names)
     return lambda name, module: name in wanted or name.rsplit(".", 1)[-1] in wanted
+
+
+def _matching_linears(model: nn.Module, match: Callable[[str, nn.Module], bool]
+                      ) -> tuple[list[str], list[tuple[str, nn.Linear]]]:
+    """(names of all not yet adapted ``nn.Linear`` layers, the matching (name, layer) pairs)."""
+    wrapped = {id(m.base) for m in model.modules() if isinstance(m, LoRALinear)}
+    linears: list[str] = []
+    found: list[tuple[str, nn.Linear]] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or id(module) in wrapped:
+            continue
+        linears.append(name)
+        if match(name, module):
+            found.append((name, module))
+    return linears, found
+
+
+def _check_targets(model: nn.Module, rank: int, target: Target, linears: list[str],
+                   found: list[tuple[str, nn.Linear]]) -> None:
+    """Refuse (before anything changes) an empty match, the model itself, layers inside an
+    ``nn.MultiheadAttention`` and a rank out of range for any matched layer."""
+    if not found:
+        shown = ", ".join(repr(n) for n in linears[:12]) + (" ..." if len(linears) > 12 else "")
+        hint = f"its nn.Linear layers are {shown}" if linears else "it has no nn.Linear layer"
+        raise InvalidArgumentError(
+            f"apply_lora: no nn.Linear layer of {type(model).__name__} matches target={target!r}; "
+            f"{hint}; pass target=(names...) or a callable(name, module) -> bool"
+        )
+    for name, lin in found:
+        if name == "":
+            raise InvalidArgumentError(
+                "apply_lora: the model itself is an nn.Linear and cannot be replaced in place; "
+                "wrap it directly with LoRALinear(model, rank)"
+            )
+        parent_name = name.rpartition(".")[0]
+        if isinstance(model.get_submodule(parent_name), nn.MultiheadAttention):
+            raise InvalidArgumentError(
+                f"apply_lora: layer {name!r} belongs to an nn.MultiheadAttention, which reads its "
+                f"weight directly and never calls it, so a LoRA there would be silently ignored; "
+                f"leave it out with target= or build attention from separate nn.Linear layers"
+            )
+        check_rank(rank, name, int(lin.weight.shape[0]), int(lin.weight.shape[1]))
+
+
+def _freeze_all_but_adapters(model: nn.Module) -> None:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            m.A.requires_grad_(True)
+            m.B.requires_grad_(True)
 
 
 def apply_lora(model: nn.Module, rank: int, *, alpha: float | None = None,
@@ -247,45 +146,11 @@ def apply_lora(model: nn.Module, rank: int, *, alpha: float | None = None,
     """
     if not isinstance(model, nn.Module):
         raise InvalidArgumentError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    _check_alpha(alpha, 1)
-    _check_init(init)
-    match = _matcher(target)
-    wrapped = {id(m.base) for m in model.modules() if isinstance(m, LoRALinear)}
-    linears: list[str] = []
-    found: list[tuple[str, nn.Linear]] = []
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear) or id(module) in wrapped:
-            continue
-        linears.append(name)
-        if match(name, module):
-            found.append((name, module))
-    if not found:
-        shown = ", ".join(repr(n) for n in linears[:12]) + (" ..." if len(linears) > 12 else "")
-        hint = f"its nn.Linear layers are {shown}" if linears else "it has no nn.Linear layer"
-        raise InvalidArgumentError(
-            f"apply_lora: no nn.Linear layer of {type(model).__name__} matches target={target!r}; "
-            f"{hint}; pass target=(names...) or a callable(name, module) -> bool"
-        )
-    for name, lin in found:
-        if name == "":
-            raise InvalidArgumentError(
-                "apply_lora: the model itself is an nn.Linear and cannot be replaced in place; "
-                "wrap it directly with LoRALinear(model, rank)"
-            )
-        parent_name = name.rpartition(".")[0]
-        if isinstance(model.get_submodule(parent_name), nn.MultiheadAttention):
-            raise InvalidArgumentError(
-                f"apply_lora: layer {name!r} belongs to an nn.MultiheadAttention, which reads its "
-                f"weight directly and never calls it, so a LoRA there would be silently ignored; "
-                f"leave it out with target= or build attention from separate nn.Linear layers"
-            )
-        _check_rank(rank, name, int(lin.weight.shape[0]), int(lin.weight.shape[1]))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for m in model.modules():
-        if isinstance(m, LoRALinear):
-            m.A.requires_grad_(True)
-            m.B.requires_grad_(True)
+    check_alpha(alpha, 1)
+    check_init(init)
+    linears, found = _matching_linears(model, _matcher(target))
+    _check_targets(model, rank, target, linears, found)
+    _freeze_all_but_adapters(model)
     out: dict[str, LoRALinear] = {}
     for name, lin in found:
         parent_name, _, child = name.rpartition(".")
@@ -434,6 +299,6 @@ def set_rank_mask(modules: LoRAModules, mask: Any | Mapping[str, Any]) -> None:
         items: Sequence[tuple[str, Any]] = list(mask.items())
     else:
         items = [(k, mask) for k in mods]
-    checked = [(mods[k], _check_mask(v, mods[k].rank, k, mods[k].A)) for k, v in items]
+    checked = [(mods[k], check_mask(v, mods[k].rank, k, mods[k].A)) for k, v in items]
     for m, v in checked:
         m.rank_mask = v

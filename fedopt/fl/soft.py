@@ -10,7 +10,9 @@ component by s_i = ‖b_i‖₂ ‖a_i‖₂ and sends only the top m = ⌈(1 �
 pairs plus the index mask. When the columns of B are orthogonal and the rows of A are orthogonal,
 Σ_i b_i a_iᵀ = Σ_i s_i (b_i/‖b_i‖)(a_i/‖a_i‖)ᵀ is a singular value decomposition, so the s_i are
 the singular values of B A, keeping the top m is Eckart–Young optimal, and the squared error is
-Σ_dropped s_i² — no SVD needed.
+Σ_dropped s_i² — no SVD needed. The kept pairs are ``A[index]`` and ``B[:, index]`` with
+``index = top_components(component_scores(A, B), ρ)``; the digital aggregator makes the same
+selection on flat payloads (:func:`fedopt.fl.aggregators.soft_component_mask`).
 
 Over the air every device must send the same components: the server broadcasts a common mask
 (:func:`common_mask`, e.g. the top m of last round's aggregated scores). Baselines:
@@ -23,8 +25,6 @@ itself does not import this module.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
@@ -35,9 +35,7 @@ __all__ = [
     "offdiag_orthogonality",
     "component_scores",
     "top_components",
-    "sparsify",
     "common_mask",
-    "densify",
     "index_to_mask",
     "elementwise_topk",
     "svd_truncation",
@@ -110,51 +108,6 @@ def index_to_mask(index: torch.Tensor, rank: int) -> torch.Tensor:
     mask = torch.zeros(int(rank), dtype=torch.bool, device=index.device)
     mask[index] = True
     return mask
-
-
-def sparsify(A: torch.Tensor, B: torch.Tensor, sparsity: float, index: torch.Tensor | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Keep the top m (b_i, a_i) pairs by score: (A_kept (m × k), B_kept (d × m), index).
-
-    Parameters
-    ----------
-    A, B
-        LoRA factors, A: r × k, B: d × r.
-    sparsity
-        ρ ∈ [0, 1); m = ⌈(1 − ρ) r⌉.
-    index
-        A given mask (e.g. the server's :func:`common_mask`); then ``sparsity`` is ignored.
-    """
-    r = _factors(A, B)
-    if index is None:
-        index = top_components(component_scores(A, B), sparsity)
-    else:
-        index = _check_index(index, r)
-    return A[index], B[:, index], index
-
-
-def densify(A_kept: torch.Tensor, B_kept: torch.Tensor, index: torch.Tensor, rank: int
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Back to rank r: (A (r × k), B (d × r)), the kept pairs at ``index``, zeros elsewhere."""
-    m = _factors(A_kept, B_kept)
-    index = _check_index(index, int(rank))
-    if index.numel() != m:
-        raise InvalidArgumentError(f"index: has {index.numel()} entries for {m} kept components")
-    A = A_kept.new_zeros((int(rank), A_kept.shape[1]))
-    B = B_kept.new_zeros((B_kept.shape[0], int(rank)))
-    A[index] = A_kept
-    B[:, index] = B_kept
-    return A, B
-
-
-def _check_index(index: Any, r: int) -> torch.Tensor:
-    index = torch.as_tensor(index)
-    if index.dtype not in (torch.int64, torch.int32) or index.ndim != 1:
-        raise InvalidArgumentError("index: expected a 1-D integer tensor of component indices")
-    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= r
-                          or torch.unique(index).numel() != index.numel()):
-        raise InvalidArgumentError(f"index: entries must be distinct and lie in 0..{r - 1}")
-    return index.to(torch.long)
 
 
 def _topk_entries(x: torch.Tensor, sparsity: float) -> torch.Tensor:

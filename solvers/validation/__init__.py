@@ -2,11 +2,11 @@
 that calibrate the gap model (spec 03 §4).
 
 - :mod:`~fedopt.solvers.validation.builder`: one builder from (Plan, Instance) to the LoRA
-  model, the aggregator and the per-round adapters of a run;
+  model, the aggregator and the per-round adapter of a run;
 - :mod:`~fedopt.solvers.validation.adapters`: the per-round callables the aggregators call
   (beamformers re-optimized on each round's channel, TSFA's online decisions);
 - :mod:`~fedopt.solvers.validation.driver`: :func:`validate`, every method × seed;
-- :mod:`~fedopt.solvers.validation.report`: the typed report (means over seeds, ordering);
+- :mod:`~fedopt.solvers.validation.report`: the typed :class:`ValidationReport`;
 - :mod:`~fedopt.solvers.validation.calibrate`: :func:`calibrate`, the pilot runs (the fit itself
   is :mod:`fedopt.gap_models.calibration`).
 
@@ -14,18 +14,20 @@ This room imports torch (through :mod:`fedopt.fl`) lazily; the rest of :mod:`fed
 never does.
 """
 
+from fedopt.fl.recipe import TrainingRecipe, check_model_layers, loop_layers
+from fedopt.solvers.validation.adapters import RoundBeamformers, TSFADecisions
+from fedopt.solvers.validation.builder import FederatedRun, build_run
 from fedopt.solvers.validation.calibrate import Calibration, calibrate
 from fedopt.solvers.validation.driver import (
     DEFAULT_BASELINES,
     EXTRA_METHODS,
-    RoundBeamformers,
-    TSFADecisions,
     ValidateSettings,
-    check_model_layers,
-    loop_layers,
+    valid_methods,
     validate,
 )
+from fedopt.solvers.validation.report import ValidationReport
 
-__all__ = ["DEFAULT_BASELINES", "EXTRA_METHODS", "Calibration", "RoundBeamformers",
-           "TSFADecisions", "ValidateSettings", "calibrate", "check_model_layers", "loop_layers",
-           "validate"]
+__all__ = ["DEFAULT_BASELINES", "EXTRA_METHODS", "Calibration", "FederatedRun",
+           "RoundBeamformers", "TSFADecisions", "TrainingRecipe", "ValidateSettings",
+           "ValidationReport", "build_run", "calibrate", "check_model_layers", "loop_layers",
+           "valid_methods", "validate"]

@@ -1,7 +1,7 @@
 """Calibrate the gap model's constants from pilot runs of the FL loop (spec 03 §4).
 
-Two short pilot runs with error-free aggregation (``ideal``), at a small rank r_a and at the
-largest candidate rank r_b, measure:
+Three short pilot runs: two with error-free aggregation (``ideal``), at a small rank r_a and at
+the largest candidate rank r_b, and a third at r_b with injected aggregation error. They measure:
 
 - the update scale v(r): the round mean of std(updates), the common normalization scale that the
   AirComp path divides by (spec 01 §3); from v(r_a), v(r_b) the power law v(r) = v · r^(−β) is
@@ -15,7 +15,7 @@ largest candidate rank r_b, measure:
 
 - L_s from the loss gap between the two rank pilots: F(r_a) − F(r_b) = (L_s/2)(ε-tail(r_a) −
   ε-tail(r_b)) with the tails of the measured spectrum (the rank-truncation term of spec 03 §1);
-- the noise gain L_s λ / (2μ) from a third pilot at r_b with injected zero-mean error of
+- the noise gain L_s λ / (2μ) from the third pilot, at r_b with injected zero-mean error of
   per-entry variance ``noise`` · v_t² (v_t the round's update scale): F_noisy − F(r_b) =
   gain · mean ‖ĝ − ḡ‖² (the distortion term). λ is kept (capped so that λ ≤ 1/L_s and
   λμ ≤ 1/2) and μ = L_s λ / (2 · gain).
@@ -36,6 +36,15 @@ from typing import Any
 import numpy as np
 
 from fedopt.errors import InvalidArgumentError
+from fedopt.fl.recipe import TrainingRecipe, check_model_layers
+from fedopt.gap_models.calibration import (
+    LOSS_FLOOR,
+    calibrated_learning,
+    fit_noise_gain,
+    fit_smoothness,
+    fit_update_scale,
+    mean_spectrum,
+)
 from fedopt.instance import Instance
 
 __all__ = ["Calibration", "calibrate"]
@@ -106,17 +115,16 @@ class _Recorder:
 
 
 def _pilot(instance: Instance, data: Any, base: Any, rank: int, rounds: int, seed: int,
-           settings: Any, noise: float = 0.0) -> tuple[dict[str, Any], np.ndarray]:
+           recipe: TrainingRecipe, noise: float = 0.0) -> tuple[dict[str, Any], np.ndarray]:
     import torch
 
     from fedopt.fl.loop import run_federated
 
     t0 = time.perf_counter()
-    model, mods = settings.lora_model(base, rank, seed)
+    model, mods = recipe.lora_model(base, rank, seed)
     rec = _Recorder(noise)
-    cfg = settings.loop_config(instance, seed)
-    cfg = type(cfg)(**{**cfg.to_dict(), "rounds": rounds, "eval_every": rounds})
-    res = run_federated(model, data, rec, cfg)
+    res = run_federated(model, data, rec, recipe.loop_config(instance, rounds=rounds, seed=seed,
+                                                             eval_every=rounds))
     with torch.no_grad():
         sv = np.array([torch.linalg.svdvals(m.delta_weight().double()).numpy()
                        for m in mods.values()])
@@ -127,24 +135,11 @@ def _pilot(instance: Instance, data: Any, base: Any, rank: int, rounds: int, see
              "wall_s": time.perf_counter() - t0}, sv)
 
 
-def calibrate(instance: Instance, *, rounds: int = 20, ranks: tuple[int, int] | None = None,
-              seed: int = 0, settings: Any = None, noise: float = 1.0) -> Calibration:
-    """Pilot runs at ranks (r_a, r_b) (default: 2 — or the smallest candidate — and the
-    largest candidate rank), a third at r_b with injected error of per-entry variance
-    ``noise`` · v_t², and the calibrated instance (module notes for what is measured).
-
-    Raises
-    ------
-    InvalidArgumentError
-        Bad ``rounds`` or ``ranks``; :class:`~fedopt.errors.PlanError` if the instance's LoRA
-        layers are not the loop model's.
-    """
-    from fedopt.solvers.validation.driver import ValidateSettings, check_model_layers
-
+def _check_arguments(instance: Instance, rounds: Any, ranks: Any, noise: Any
+                     ) -> tuple[int, int]:
     if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1:
         raise InvalidArgumentError(f"rounds: got {rounds!r}, must be an integer >= 1")
     check_model_layers(instance)
-    settings = settings or ValidateSettings()
     cand = sorted(instance.lora.ranks)
     if ranks is None:
         ranks = (2 if 2 in cand and cand[-1] > 2 else cand[0], cand[-1])
@@ -154,46 +149,47 @@ def calibrate(instance: Instance, *, rounds: int = 20, ranks: tuple[int, int] | 
     if r_a >= r_b:
         raise InvalidArgumentError(
             f"ranks: got {ranks!r}, need two ranks r_a < r_b to fit v(r) = v r^(-β)")
-    from fedopt.fl.data import make_federated_data
+    return r_a, r_b
+
+
+def calibrate(instance: Instance, *, rounds: int = 20, ranks: tuple[int, int] | None = None,
+              seed: int = 0, settings: TrainingRecipe | None = None,
+              noise: float = 1.0) -> Calibration:
+    """Pilot runs at ranks (r_a, r_b) (default: 2 — or the smallest candidate — and the
+    largest candidate rank), a third at r_b with injected error of per-entry variance
+    ``noise`` · v_t², and the calibrated instance (module notes for what is measured; the fit
+    is :mod:`fedopt.gap_models.calibration`).
+
+    Raises
+    ------
+    InvalidArgumentError
+        Bad ``rounds`` or ``ranks``; :class:`~fedopt.errors.PlanError` if the instance's LoRA
+        layers are not the loop model's.
+    """
     from fedopt.fl.pretrained import base_model
+    from fedopt.solvers.validation.driver import ValidateSettings
 
-    data = make_federated_data(instance.n_devices, concentration=settings.concentration,
-                               seed=settings.data_seed)
+    r_a, r_b = _check_arguments(instance, rounds, ranks, noise)
+    recipe = settings or ValidateSettings()
+    data = recipe.client_data(instance.n_devices)
     base = base_model()
-    m_a, _ = _pilot(instance, data, base, r_a, rounds, seed, settings)
-    m_b, sv = _pilot(instance, data, base, r_b, rounds, seed, settings)
-    beta = math.log(m_a["update_scale"] / m_b["update_scale"]) / math.log(r_b / r_a)
-    beta = float(min(max(beta, 0.0), 1.0))
-    v1 = float(m_b["update_scale"] * r_b ** beta)
-    # a rank-r_b update has r_b singular values; the rest is rounding noise (~1e-9)
-    mean_sv = np.sort(sv, axis=1)[:, ::-1].mean(axis=0)[:r_b]
-    spectrum = tuple(float(f"{x:.4g}") for x in mean_sv)
-    # coefficients: F(r_a) − F(r_b) = (L_s/2)(ε-tail(r_a) − ε-tail(r_b)) and, from a third
-    # pilot with injected zero-mean error of mean ‖e‖² = D, F_noisy − F(r_b) = (L_s λ/2μ) · D
-    # (common random numbers: all pilots share batches and initialization)
-    from fedopt.gap_models.airfl import RankTruncation
-
-    m_n, _ = _pilot(instance, data, base, r_b, rounds, seed, settings, noise=noise)
-    tails = RankTruncation(np.asarray(spectrum)).energy_beyond(np.array([r_a, r_b]),
-                                                               instance.lora.layers)
-    floor = 1e-9  # a loss difference below this is "no measurable effect"
-    d_rank = max(m_a["final_eval_loss"] - m_b["final_eval_loss"], floor)
-    d_noise = max(m_n["final_eval_loss"] - m_b["final_eval_loss"], floor)
-    smoothness = float(2.0 * d_rank / max(tails[0] - tails[1], 1e-300))
-    noise_gain = float(d_noise / max(m_n["aggregation_error"], 1e-300))
-    # λ ≤ 1/L_s (the model's step condition) and λμ = L_s λ² / (2 gain) ≤ 1/2 (a contraction)
-    step = float(min(instance.learning.step_size, 1.0 / smoothness,
-                     math.sqrt(noise_gain / smoothness)))
-    pl = float(smoothness * step / (2.0 * noise_gain))
-    learning = {**instance.to_dict()["learning"], "update_scale": v1,
-                "update_scale_exponent": beta, "spectrum_kind": "measured",
-                "spectrum_values": list(spectrum), "smoothness": float(f"{smoothness:.4g}"),
-                "step_size": float(f"{step:.4g}"), "pl_constant": float(f"{pl:.4g}")}
-    learning["step_size"] = min(learning["step_size"], 1.0 / learning["smoothness"])
-    calibrated = instance.replace(learning=learning)
+    m_a, _ = _pilot(instance, data, base, r_a, rounds, seed, recipe)
+    m_b, sv = _pilot(instance, data, base, r_b, rounds, seed, recipe)
+    # all pilots share seed, batches and initialization (common random numbers)
+    m_n, _ = _pilot(instance, data, base, r_b, rounds, seed, recipe, noise=noise)
+    v1, beta = fit_update_scale(m_a["update_scale"], m_b["update_scale"], r_a, r_b)
+    spectrum = mean_spectrum(sv, r_b)
+    d_rank = max(m_a["final_eval_loss"] - m_b["final_eval_loss"], LOSS_FLOOR)
+    d_noise = max(m_n["final_eval_loss"] - m_b["final_eval_loss"], LOSS_FLOOR)
+    smoothness = fit_smoothness(d_rank, spectrum, (r_a, r_b), instance.lora.layers)
+    noise_gain = fit_noise_gain(d_noise, m_n["aggregation_error"])
+    learning = calibrated_learning(instance.to_dict()["learning"], update_scale=v1, beta=beta,
+                                   spectrum=spectrum, smoothness=smoothness,
+                                   noise_gain=noise_gain)
     return Calibration(update_scale=v1, update_scale_exponent=beta, spectrum_values=spectrum,
-                       instance=calibrated, smoothness=smoothness, noise_gain=noise_gain,
+                       instance=instance.replace(learning=learning), smoothness=smoothness,
+                       noise_gain=noise_gain,
                        measurements={"pilots": [m_a, m_b, m_n], "rounds": rounds, "seed": seed,
-                                     "settings": settings.to_dict(),
+                                     "settings": recipe.to_dict(),
                                      "loss_drop_from_rank": d_rank,
                                      "loss_rise_from_noise": d_noise})

@@ -58,7 +58,7 @@ def test_gap_of_a_saved_plan_equals_the_plan(invoke, tmp_path, tight):
     assert got["gap"] == pytest.approx(res.objective, rel=1e-12)  # as above
     assert got["gap"] == pytest.approx(
         evaluate(inst, res.solution.rank, res.solution.streams, seed=5,
-                 beamformers=res.solution.receive_beamformers)["gap"], rel=1e-12)  # as above
+                 beamformers=res.solution.receive_beamformers).gap, rel=1e-12)  # as above
     # a plan evaluated at another rank: the rank changes, the beamformers stay
     other = invoke("gap", path, "--plan", out_file, "--rank", 1, "--format", "json")
     assert json.loads(other.stdout)["rank"] == 1
@@ -76,7 +76,7 @@ def test_sweep_covers_every_rank_and_marks_the_feasible_argmin(invoke, tight):
         assert [row["rank"] for row in rows] == list(inst.lora.ranks)
         for row in rows:
             want = evaluate(inst, row["rank"], streams, seed=2)
-            assert row["gap"] == pytest.approx(want["gap"], rel=1e-12)  # MSE re-summed
+            assert row["gap"] == pytest.approx(want.gap, rel=1e-12)  # MSE re-summed
             assert row["feasible"] == (inst.aircomp_latency_s(row["rank"], streams) <= 0.0185)
         feasible = [row for row in rows if row["feasible"]]
         assert 0 < len(feasible) < len(rows)  # the budget cuts the sweep
@@ -108,7 +108,7 @@ def test_text_output_of_one_configuration(invoke, small_instance):
     assert out.exit_code == 0, out.output
     want = evaluate(small_instance, 4, 1, seed=0)
     assert "rank r = 4, L = 1 streams" in out.output
-    assert f"gap = {want['gap']:.6g}" in out.output
+    assert f"gap = {want.gap:.6g}" in out.output
     assert "meets the budget" in out.output
 
 

@@ -22,8 +22,9 @@ from fedopt.channel import draw_channel
 from fedopt.cli.main import app
 from fedopt.digital import kept_components, payload_bits, snr_hz
 from fedopt.instance import Instance
+from fedopt.link import rate_bps
 from fedopt.plan import Plan
-from fedopt.solvers.bandwidth import allocate_min_latency, rate_bps
+from fedopt.solvers.bandwidth import allocate_min_latency
 
 #: Monte-Carlo rounds of the offline stage: enough to exercise it, cheap enough for the CLI tests
 SAMPLES = 10
@@ -69,7 +70,8 @@ def test_solve_tsfa_json_summary(default_plan, default_instance):
     assert {"method", "status", "rank", "bandwidth_hz", "sparsity", "latency_s", "objective",
             "wall_time_s"} <= set(data)
     k = default_instance.n_devices
-    assert data["method"] == "tsfa" and data["status"] == "optimal"
+    # the rank rests on a Monte-Carlo estimate of the expected latency: "estimated"
+    assert data["method"] == "tsfa" and data["status"] == "estimated"
     assert data["rank"] in default_instance.lora.ranks
     assert len(data["bandwidth_hz"]) == k and len(data["sparsity"]) == k
     assert np.all(np.asarray(data["bandwidth_hz"]) > 0)
@@ -214,7 +216,7 @@ def test_infeasible_average_budget_states_the_smallest_latency(invoke, tmp_path,
     s = payload_bits(inst, 1, 1)
     lat = [allocate_min_latency(np.full(k, s), inst.compute_time_s,
                                 snr_hz(inst, draw_channel(inst, 0, round=t)),
-                                inst.bandwidth_hz).latency_s for t in range(SAMPLES)]
+                                inst.bandwidth_hz).objective for t in range(SAMPLES)]
     assert float(match.group(1)) == pytest.approx(np.mean(lat), rel=1e-5)  # printed with 6 digits
     assert float(match.group(1)) > 0.001
 

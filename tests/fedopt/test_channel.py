@@ -6,10 +6,53 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from fedopt.channel import CHANNEL_FILE_VERSION, Channel, draw_channel, validate_channel_array
-from fedopt.errors import ChannelFileError
+from fedopt.channel import (
+    CHANNEL_FILE_VERSION,
+    PATH_LOSS_MODELS,
+    Channel,
+    draw_channel,
+    path_loss_db,
+    validate_channel_array,
+)
+from fedopt.errors import ChannelFileError, InvalidArgumentError
 
 N_ROUNDS = 400  # block-fading rounds averaged in the statistics tests
+
+
+def test_path_loss_models_by_their_formulas():
+    d = np.array([1.0, 50.0, 1000.0, 2.5e4])
+    # 3GPP UMa: 128.1 dB at 1 km, +37.6 dB per decade, whatever the carrier
+    uma = path_loss_db("3gpp-uma", d, 28e9)
+    assert uma[2] == pytest.approx(128.1, abs=1e-12)
+    np.testing.assert_allclose(np.diff(path_loss_db("3gpp-uma", [10.0, 100.0], 3.5e9)), 37.6,
+                               rtol=1e-12)
+    assert np.array_equal(uma, path_loss_db("3gpp-uma", d, 1e9))
+    # 38.901 UMi: 32.4 dB at 1 m and 1 GHz, +21 dB per decade of distance, +20 per decade of f
+    umi = path_loss_db("38.901-umi", d, 1e9)
+    assert umi[0] == pytest.approx(32.4, abs=1e-12)
+    np.testing.assert_allclose(path_loss_db("38.901-umi", d, 10e9) - umi, 20.0, rtol=1e-12)
+    # free space: 0 dB where 4π d f = c, +20 dB per decade of distance
+    c = 299_792_458.0
+    assert path_loss_db("free-space", c / (4 * np.pi * 3.5e9), 3.5e9) == pytest.approx(
+        0.0, abs=1e-12)
+    fs = path_loss_db("free-space", d, 3.5e9)
+    np.testing.assert_allclose(fs[1:] - fs[:-1], 20 * np.log10(d[1:] / d[:-1]), rtol=1e-12)
+    assert all(path_loss_db(m, d, 3.5e9).shape == d.shape for m in PATH_LOSS_MODELS)
+
+
+def test_unknown_path_loss_model_is_named():
+    with pytest.raises(InvalidArgumentError,
+                       match=r"path_loss: got 'cost231', must be one of 3gpp-uma, 38\.901-umi, "
+                             r"free-space"):
+        path_loss_db("cost231", [100.0], 3.5e9)
+
+
+@pytest.mark.parametrize("model", PATH_LOSS_MODELS)
+def test_instance_path_loss_is_the_channel_model(small_instance, instance_builder, model):
+    inst = instance_builder(small_instance, channel={"path_loss": model, "carrier_hz": 6e9})
+    want = path_loss_db(model, small_instance.devices.distance_m, 6e9)
+    assert np.array_equal(inst.path_loss_db, want)
+    assert np.array_equal(inst.path_loss, 10.0 ** (-want / 10.0))
 
 
 def _entry_variance(instance) -> float:

@@ -18,7 +18,7 @@ from fedopt.digital import (
     snr_hz,
 )
 from fedopt.errors import ChannelFileError, InvalidArgumentError
-from fedopt.solvers.bandwidth import rate_bps, saturation_rate_bps
+from fedopt.link import rate_bps, saturation_rate_bps
 
 
 def test_payload_bits_closed_form(small_instance):
@@ -66,7 +66,8 @@ def test_snr_from_a_hand_built_channel(small_instance):
     phase = np.exp(1j * np.arange(m))[None, :, None, None]
     h = alpha[:, :, None, None] * phase * np.ones((k, m, nr, nt))
     n0 = 10 ** ((-174 - 30) / 10) * 10 ** (9 / 10)
-    assert noise_psd_w_hz(small_instance) == pytest.approx(n0, rel=1e-15)  # rel: 2 roundings
+    # rel: a few roundings (σ² = N0 Δf NF of the instance, divided by Δf)
+    assert noise_psd_w_hz(small_instance) == pytest.approx(n0, rel=1e-15)
     g = nr * np.mean(alpha**2, axis=1)
     p = 10 ** ((np.array([20.0, 23.0, 17.0]) - 30) / 10)
     # rel 1e-13: sums of a few squares and unit-modulus phases, rounding only

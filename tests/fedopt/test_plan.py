@@ -9,7 +9,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 from fedopt.errors import PlanError
-from fedopt.plan import PLAN_SCHEMA_VERSION, Plan
+from fedopt.plan import PLAN_SCHEMA_VERSION, AirCompPlan, DigitalPlan, Plan
 
 ARRAYS = ("receive_beamformers", "power_scale", "bandwidth_hz", "sparsity")
 
@@ -193,3 +193,69 @@ def test_bad_plan_files(tmp_path, small_instance, crandn, rng):
         Plan.load(tmp_path / "nohdr.npz")
     with pytest.raises(PlanError, match=r"absent\.json: not a readable plan file"):
         Plan.load(tmp_path / "absent.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# typed plans: AirCompPlan and DigitalPlan
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".json", ".npz"])
+def test_typed_plans_load_back_as_their_class(tmp_path, small_instance, crandn, rng, suffix):
+    base = _aircomp_plan(small_instance, crandn, rng)
+    air = base.typed()
+    assert type(air) is AirCompPlan and air.beamforming_method == "beamforming"
+    air = AirCompPlan(**{**{k: getattr(base, k) for k in (
+        "method", "rank", "streams", "receive_beamformers", "power_scale", "instance_name",
+        "instance_digest", "channel_seed", "channel_round", "metadata")}},
+        beamforming_method="centroid")
+    back = Plan.load(air.save(tmp_path / f"air{suffix}"))
+    assert type(back) is AirCompPlan and back.beamforming_method == "centroid"
+    _assert_same_plan(back, air)
+    digital = DigitalPlan(method="tsfa", rank=2, streams=1, bandwidth_hz=np.ones(3),
+                          sparsity=np.array([0.0, 0.5, 0.25]))
+    back = Plan.load(digital.save(tmp_path / f"digital{suffix}"))
+    assert type(back) is DigitalPlan
+    _assert_same_plan(back, digital)
+    # a generic plan stays generic through a round trip (its file says kind "plan")
+    assert type(Plan.load(base.save(tmp_path / f"generic{suffix}"))) is Plan
+
+
+def test_files_without_kind_are_typed_by_content(small_instance, crandn, rng):
+    old = _aircomp_plan(small_instance, crandn, rng).to_dict()
+    del old["kind"]
+    old["metadata"]["beamforming_method"] = "mrc"  # where the planner kept it before
+    back = Plan.from_dict(old)
+    assert type(back) is AirCompPlan and back.beamforming_method == "mrc"
+    digital = Plan(method="soft", rank=2, streams=1, bandwidth_hz=np.ones(3),
+                   sparsity=np.zeros(3)).to_dict()
+    del digital["kind"]
+    assert type(Plan.from_dict(digital)) is DigitalPlan
+
+
+def test_typed_plan_errors(small_instance, crandn, rng):
+    d = _aircomp_plan(small_instance, crandn, rng).to_dict()
+    with pytest.raises(PlanError, match=r"kind: got 'laser', must be one of plan, aircomp"):
+        Plan.from_dict({**d, "kind": "laser"})
+    with pytest.raises(PlanError, match=r"this is a 'plan' plan, expected 'digital'"):
+        DigitalPlan.from_dict(d)
+    with pytest.raises(PlanError, match=r"beamforming_method: not a field of a 'digital'"):
+        Plan.from_dict({**d, "kind": "digital", "receive_beamformers": None,
+                        "bandwidth_hz": None, "beamforming_method": "x"})
+    with pytest.raises(PlanError, match=r"receive_beamformers: an AirComp plan needs them"):
+        AirCompPlan(method="x", rank=1, streams=1)
+    with pytest.raises(PlanError, match=r"a digital plan needs both"):
+        DigitalPlan(method="x", rank=1, streams=1, bandwidth_hz=np.ones(3))
+    with pytest.raises(PlanError, match=r"streams: got 2, a digital plan has 1"):
+        DigitalPlan(method="x", rank=1, streams=2, bandwidth_hz=np.ones(3), sparsity=np.zeros(3))
+
+
+def test_mse_per_subcarrier_is_sigma2_times_scaled_norm(small_instance, crandn, rng):
+    """MSE_m = σ²‖c_m A_m‖²: with unit-norm A_m that is σ² c_m² exactly (spec 02 §2)."""
+    a = crandn(small_instance.n_subcarriers, small_instance.n_rx, 2)
+    a /= np.linalg.norm(a, axis=(1, 2), keepdims=True)
+    c = rng.uniform(0.5, 2.0, a.shape[0]) * 1e6
+    unit = AirCompPlan(method="x", rank=1, streams=2, receive_beamformers=a, power_scale=c)
+    np.testing.assert_allclose(unit.mse_per_subcarrier(2.5e-13), 2.5e-13 * c**2,
+                               rtol=1e-12)  # float rounding of ‖A_m‖ = 1
+    with pytest.raises(PlanError, match=r"power_scale: plan of method 'x' has none"):
+        AirCompPlan(method="x", rank=1, streams=a.shape[2],
+                    receive_beamformers=a).mse_per_subcarrier(1.0)

@@ -81,8 +81,8 @@ def test_outputs(made, name):
 def test_same_seed_same_data(made, name):
     module = figures.get_figure(name)
     steps = []
-    data = module.compute(quick=True, seed=0, progress=lambda done, total: steps.append(
-        (done, total)))
+    data = module.compute(quick=True, seed=0, progress=lambda rec: steps.append(
+        (rec["done"], rec["total"])))
     # the file holds data + provenance; the data part must be reproduced exactly (JSON
     # round trip of floats is exact)
     assert json.loads(json.dumps(data)) == made[name][1]["data"]

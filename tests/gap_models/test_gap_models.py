@@ -106,8 +106,8 @@ def test_distortion_rises_with_noise_power_and_falls_with_transmit_power(inst, s
     rank = 4
 
     def distortion(instance, beamformers=a):
-        return evaluate(instance, rank, streams, channel=ch, seed=5, beamformers=beamformers)[
-            "gap_terms"]["aggregation_distortion"]
+        return evaluate(instance, rank, streams, channel=ch, seed=5, beamformers=beamformers
+                        ).gap_terms["aggregation_distortion"]
 
     base = distortion(inst)
     noisy = inst.replace(server={"n_rx": 4, "noise_figure_db": 12.0})  # +3 dB over the default 9

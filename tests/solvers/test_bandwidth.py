@@ -1,7 +1,8 @@
-"""Bandwidth allocation on the digital uplink (spec 04 §3): the rate function and its Lambert-W
-inverse against their definitions, the allocation against its optimality conditions (equal
-latencies, the whole band used) and against the exponential-cone oracle in cvxpy, the latency
-floor as the unlimited-bandwidth limit, and the errors a user can trigger."""
+"""Bandwidth allocation on the digital uplink (spec 04 §3): the allocation against its
+optimality conditions (equal latencies, the whole band used) and against the exponential-cone
+oracle in cvxpy, its inner loop against the public link functions, the latency floor as the
+unlimited-bandwidth limit, the result it returns, and the errors a user can trigger. (The rate
+function and its inverse: tests/fedopt/test_link.py.)"""
 
 from __future__ import annotations
 
@@ -9,23 +10,20 @@ import math
 
 import numpy as np
 import pytest
-from numpy.testing import assert_allclose, assert_array_equal
+from numpy.testing import assert_allclose
 
 from fedopt.errors import FedOptError, InfeasibleError, InvalidArgumentError
 from fedopt.solvers.bandwidth import (
     BandwidthAllocation,
-    _dbandwidth_dtau,
-    _Needs,
     allocate_min_latency,
     allocate_min_latency_cvxpy,
     bandwidth_for_deadline,
+    dbandwidth_dtau,
     device_latency_s,
     latency_floor_s,
-    min_bandwidth_hz,
-    rate_bps,
-    saturation_rate_bps,
 )
-from fedopt.solvers.result import Status
+from fedopt.solvers.bandwidth.needs import BandNeeds
+from fedopt.solvers.result import SolveResult, Status
 
 LN2 = math.log(2.0)
 N0_W_HZ = 10 ** (-20.4) * 10 ** 0.9  # −174 dBm/Hz with a 9 dB noise figure
@@ -42,85 +40,13 @@ def _network(rng: np.random.Generator, k: int) -> tuple[np.ndarray, np.ndarray, 
 
 
 # ------------------------------------------------------------------------------------------
-# The rate and its inverse
-# ------------------------------------------------------------------------------------------
-def test_rate_is_increasing_concave_and_saturates():
-    c = 3.7e9
-    b = np.geomspace(1e2, 1e14, 400)
-    r = rate_bps(b, c)
-    assert np.all(np.diff(r) > 0)
-    # concave: on a uniform grid the second differences are negative (rel 1e-12 of the values
-    # guards the last few points, where R is flat to within rounding)
-    lin = np.linspace(1e5, 1e10, 300)
-    assert np.all(np.diff(rate_bps(lin, c), 2) < 1e-12 * c)
-    assert np.all(r < saturation_rate_bps(c))
-    # R(b) = (c/ln2)(1 − x/2 + O(x²)) with x = c/b: relative gap to saturation ≈ c / (2b)
-    big = c * np.array([1e3, 1e6, 1e9])
-    gap = 1 - rate_bps(big, c) / saturation_rate_bps(c)
-    assert_allclose(gap, c / (2 * big), rtol=1e-3)  # rel 1e-3: the O(x²) term and rounding
-    assert rate_bps(np.inf, c) == saturation_rate_bps(c) == c / LN2
-    assert rate_bps(0.0, c) == 0.0 and rate_bps(1e6, 0.0) == 0.0
-
-
-def test_min_bandwidth_inverts_the_rate_across_the_whole_range(rng):
-    c = 10 ** rng.uniform(7, 13, 64)
-    # a = R ln2 / c from deep below (a → 0, x = c/b huge) to the branch point (a → 1)
-    a = np.concatenate([10.0 ** -np.arange(1, 15), 1 - 10.0 ** -np.arange(1, 15),
-                        rng.uniform(0, 1, 36)])
-    a = a[:64]
-    rate = a * c / LN2
-    b = min_bandwidth_hz(rate, c)
-    assert np.all(np.isfinite(b)) and np.all(b > 0)
-    # rel 1e-10 is the contract; the Newton-polished closed form reaches a few ulps
-    assert_allclose(rate_bps(b, c), rate, rtol=1e-10)
-    # and it is the smallest such band: a hair less falls short (R is increasing; checked
-    # where R is not flat to rounding, i.e. away from saturation)
-    away = a < 1 - 1e-3
-    assert np.all(rate_bps(b[away] * (1 - 1e-7), c[away]) < rate[away])
-
-
-def test_min_bandwidth_edges():
-    c = 2e9
-    assert min_bandwidth_hz(0.0, c) == 0.0 and min_bandwidth_hz(-5.0, c) == 0.0
-    sat = saturation_rate_bps(c)
-    assert min_bandwidth_hz(sat, c) == np.inf            # reached only as b → ∞
-    assert min_bandwidth_hz(1.5 * sat, c) == np.inf      # beyond saturation
-    assert min_bandwidth_hz(1e3, 0.0) == np.inf          # no SNR, no rate
-    out = min_bandwidth_hz(np.array([[0.0, 0.5 * sat, 2 * sat]]), np.array([c, c, c]))
-    assert out.shape == (1, 3) and out[0, 0] == 0 and np.isfinite(out[0, 1]) and out[0, 2] == np.inf
-
-
-def test_bandwidth_for_deadline_meets_the_deadline_and_broadcasts(rng):
-    payload, compute, snr, _ = _network(rng, 6)
-    tau = float(np.max(latency_floor_s(payload, compute, snr))) + 0.3
-    b = bandwidth_for_deadline(payload, compute, snr, tau)
-    # the device finishes exactly at τ (rel 1e-12: the inverse is accurate to a few ulps)
-    assert_allclose(device_latency_s(payload, compute, snr, b), tau, rtol=1e-12)
-    # candidate payloads on a leading axis: (3, K)
-    cand = payload[None, :] * np.array([[0.0], [0.5], [1.0]])
-    bb = bandwidth_for_deadline(cand, compute, snr, tau)
-    assert bb.shape == (3, 6)
-    assert_array_equal(bb[0], 0.0)
-    assert_array_equal(bb[2], b)
-    assert np.all(bb[1] < bb[2])
-    # a deadline before the compute ends cannot be met with any bandwidth; nor one beyond the
-    # saturation rate
-    assert np.all(bandwidth_for_deadline(payload, compute, snr, compute - 1e-3) == np.inf)
-    assert np.all(bandwidth_for_deadline(payload, compute, snr, compute) == np.inf)
-    floor = latency_floor_s(payload, compute, snr)
-    assert np.all(bandwidth_for_deadline(payload, compute, snr, floor * (1 - 1e-9)) == np.inf)
-    assert bandwidth_for_deadline(0.0, 0.1, 1e9, 0.1) == 0.0
-
-
-# ------------------------------------------------------------------------------------------
-# The allocation
-# ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("k", [1, 2, 7, 30])
 def test_at_the_optimum_every_device_finishes_at_tau_and_the_band_is_used(rng, k):
     for _ in range(4):
         payload, compute, snr, total = _network(rng, k)
-        res = allocate_min_latency(payload, compute, snr, total)
-        assert isinstance(res, BandwidthAllocation) and res.status is Status.OPTIMAL
+        out = allocate_min_latency(payload, compute, snr, total)
+        assert out.status is Status.OPTIMAL
+        res = out.solution
         # rel 1e-9 (the contract): the root is solved to rtol 1e-12, latencies follow within ~10×
         assert_allclose(res.device_latency_s, res.latency_s, rtol=1e-9)
         # rel 1e-13: the bands are scaled to the budget at the end, leaving rounding only
@@ -130,12 +56,12 @@ def test_at_the_optimum_every_device_finishes_at_tau_and_the_band_is_used(rng, k
         # pinned: Newton on 1/Σ b_k(τ) from the model root needs a handful of evaluations of
         # Σ b_k(τ) (median 3, 1–13 over 3500 random instances of these magnitudes with K up to
         # 1000; the long tail is τ within ~1% of the floor, where the pole of b_k(τ) shifts)
-        assert res.iterations <= 12
+        assert out.evaluations <= 12
 
 
 def test_the_allocations_inner_loop_matches_the_public_functions(rng):
-    """``_Needs`` (the allocation's inner loop: no checks, warm-started Newton instead of Lambert
-    W) returns the bands of bandwidth_for_deadline and the slopes of _dbandwidth_dtau along a
+    """``BandNeeds`` (the allocation's inner loop: no checks, warm-started Newton instead of Lambert
+    W) returns the bands of bandwidth_for_deadline and the slopes of dbandwidth_dtau along a
     path of deadlines that jumps by factors of 4 and creeps by 1e-15, with devices from a → 0
     (x = c/b up to ~1e13) to the branch point (x ~ 1e-8 at the floor's device)."""
     payload, compute, snr, total = _network(rng, 40)
@@ -147,7 +73,7 @@ def test_the_allocations_inner_loop_matches_the_public_functions(rng):
     share = total / payload.size
     lg = np.log1p(snr / share)
     for seeded in (False, True):
-        need = _Needs(payload, compute, snr)
+        need = BandNeeds(payload, compute, snr)
         if seeded:
             need.seed(snr / share, lg)
         for tau in taus:
@@ -159,7 +85,7 @@ def test_the_allocations_inner_loop_matches_the_public_functions(rng):
             assert_allclose(b, ref, rtol=1e-12)
             assert b_sum == pytest.approx(ref.sum(), rel=1e-12)
             # rel 1e-6: the slopes come from the last Newton step's start, within 1e-7 of the root
-            assert_allclose(w, -_dbandwidth_dtau(payload, tau - compute, ref, snr), rtol=1e-6)
+            assert_allclose(w, -dbandwidth_dtau(payload, tau - compute, ref, snr), rtol=1e-6)
         assert need.evals == taus.size
 
 
@@ -169,9 +95,10 @@ def test_the_optimal_deadline_is_the_root_of_the_public_band_sum(rng):
         for _ in range(3):
             payload, compute, snr, total = _network(rng, 25)
             payload[rng.random(25) < 0.2] = 0.0
-            res = allocate_min_latency(payload, compute, snr, scale * total)
+            out = allocate_min_latency(payload, compute, snr, scale * total)
+            res = out.solution
             band = bandwidth_for_deadline(payload, compute, snr, res.latency_s)
-            if "unused" in res.message:  # a silent device's compute time sets τ
+            if "unused" in out.message:  # a silent device's compute time sets τ
                 assert band.sum() < scale * total
                 assert_allclose(res.bandwidth_hz, band, rtol=1e-12)
                 continue
@@ -184,9 +111,10 @@ def test_agrees_with_the_exponential_cone_oracle(rng):
     for k in (3, 10, 30):
         for _ in range(2):
             payload, compute, snr, total = _network(rng, k)
-            fast = allocate_min_latency(payload, compute, snr, total)
-            conic = allocate_min_latency_cvxpy(payload, compute, snr, total)
-            assert conic.status is Status.OPTIMAL
+            fast = allocate_min_latency(payload, compute, snr, total).solution
+            out = allocate_min_latency_cvxpy(payload, compute, snr, total)
+            assert out.status is Status.OPTIMAL
+            conic = out.solution
             # rel 1e-4 in τ: the conic solver's own tolerance (Clarabel reaches ~1e-8 here in
             # MHz/Mbit units); the bands are sharper near the floor, so compare them looser
             assert conic.latency_s == pytest.approx(fast.latency_s, rel=1e-4)
@@ -197,7 +125,7 @@ def test_latency_floor_is_the_unlimited_bandwidth_limit(rng):
     payload, compute, snr, _ = _network(rng, 8)
     floor = float(np.max(latency_floor_s(payload, compute, snr)))
     totals = snr.sum() * np.array([1e-2, 1.0, 1e2, 1e4, 1e6])
-    taus = np.array([allocate_min_latency(payload, compute, snr, b).latency_s for b in totals])
+    taus = np.array([allocate_min_latency(payload, compute, snr, b).objective for b in totals])
     assert np.all(np.diff(taus) < 0) and np.all(taus > floor)
     # the excess over the floor shrinks like 1/B_tot once every band is far above its c_k
     excess = (taus - floor) / floor
@@ -208,24 +136,59 @@ def test_latency_floor_is_the_unlimited_bandwidth_limit(rng):
 def test_devices_without_payload_get_no_bandwidth(rng):
     payload, compute, snr, total = _network(rng, 5)
     payload[[1, 3]] = 0.0
-    res = allocate_min_latency(payload, compute, snr, total)
+    res = allocate_min_latency(payload, compute, snr, total).solution
     assert res.bandwidth_hz[1] == 0 and res.bandwidth_hz[3] == 0
     assert_allclose(res.device_latency_s[[0, 2, 4]], res.latency_s, rtol=1e-9)  # as above
     # a silent device whose compute outlasts everything sets τ; the others need less than B_tot
     compute[3] = 100.0
-    res = allocate_min_latency(payload, compute, snr, total)
+    out = allocate_min_latency(payload, compute, snr, total)
+    res = out.solution
     # rel 1e-14: the others finish at τ up to the rounding of the inverse
     assert res.latency_s == pytest.approx(100.0, rel=1e-14) and res.bandwidth_hz.sum() < total
-    assert "unused" in res.message
+    assert "unused" in out.message and out.status is Status.OPTIMAL
     # nobody sends: the round is the longest compute time
-    res = allocate_min_latency(np.zeros(5), compute, snr, total)
+    out = allocate_min_latency(np.zeros(5), compute, snr, total)
+    res = out.solution
     assert res.latency_s == 100.0 and not res.bandwidth_hz.any()
+    assert out.status is Status.OPTIMAL and out.evaluations == 0
 
 
 def test_scalar_inputs_broadcast_to_devices():
-    res = allocate_min_latency(1e6, [0.0, 0.1], 1e10, 2e6)
+    res = allocate_min_latency(1e6, [0.0, 0.1], 1e10, 2e6).solution
     assert res.bandwidth_hz.shape == (2,)
     assert res.bandwidth_hz[1] > res.bandwidth_hz[0]  # less time left, more band needed
+
+
+def test_both_allocators_return_a_solve_result_with_the_min_max_latency(rng):
+    """The SolveResult contract: ``objective`` is τ, the slowest device's latency recomputed
+    from the returned bands; the status is what the solver knows (the root search solved to
+    rtol, or the conic solver's verdict)."""
+    payload, compute, snr, total = _network(rng, 12)
+    for solve in (allocate_min_latency, allocate_min_latency_cvxpy):
+        out = solve(payload, compute, snr, total)
+        assert isinstance(out, SolveResult) and isinstance(out.solution, BandwidthAllocation)
+        lat = device_latency_s(payload, compute, snr, out.solution.bandwidth_hz)
+        # rel 1e-12: the same formula on the same bands, summed in another order
+        assert out.objective == out.solution.latency_s == pytest.approx(np.max(lat), rel=1e-12)
+        assert out.status is Status.OPTIMAL and out.success and out.evaluations >= 1
+        assert out.wall_time_s > 0
+    best = allocate_min_latency(payload, compute, snr, total)
+    assert best.evaluations == best.iterations and best.options["rtol"] == 1e-12
+
+
+def test_a_spent_budget_reports_max_iterations_with_a_feasible_split(rng):
+    """One evaluation of Σ_k b_k(τ) cannot close the bracket: status MAX_ITERATIONS, and the
+    bands are still a feasible split (Σ b_k = B_tot), so τ is no better than the optimum."""
+    for k in (5, 40):
+        payload, compute, snr, total = _network(rng, k)
+        best = allocate_min_latency(payload, compute, snr, total)
+        short = allocate_min_latency(payload, compute, snr, total, max_iterations=1)
+        assert best.status is Status.OPTIMAL
+        assert short.status is Status.MAX_ITERATIONS and "max_iterations" in short.message
+        assert short.success  # a solution is present
+        # rel 1e-13: the bands are rescaled to B_tot, rounding only
+        assert short.solution.bandwidth_hz.sum() == pytest.approx(total, rel=1e-13)
+        assert short.objective >= best.objective * (1 - 1e-12)  # round-off of τ only
 
 
 # ------------------------------------------------------------------------------------------
@@ -243,7 +206,7 @@ def test_zero_gain_device_is_named():
         allocate_min_latency([1e6, 1e6, 1e6], 0.0, [1e9, 1e9, 0.0], 1e6)
     assert isinstance(err.value, FedOptError)
     # with nothing to send the device is harmless
-    res = allocate_min_latency([1e6, 1e6, 0.0], 0.0, [1e9, 1e9, 0.0], 1e6)
+    res = allocate_min_latency([1e6, 1e6, 0.0], 0.0, [1e9, 1e9, 0.0], 1e6).solution
     assert res.bandwidth_hz[2] == 0.0
     with pytest.raises(InfeasibleError, match="device 0"):
         allocate_min_latency_cvxpy([1e6], 0.0, [0.0], 1e6)

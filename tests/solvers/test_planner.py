@@ -155,11 +155,11 @@ def test_plan_gap_equals_evaluate(search_cases):
             b = evaluate(inst, p.rank, p.streams, seed=seed, beamformers=p.receive_beamformers)
             for ev in (a, b):
                 # rel 1e-12: the plan sums MSE_m inside the solver, evaluate recomputes them
-                assert ev["gap"] == pytest.approx(res.objective, rel=1e-12), (name, seed)
+                assert ev.gap == pytest.approx(res.objective, rel=1e-12), (name, seed)
                 for t in TERM_NAMES:
-                    assert ev["gap_terms"][t] == pytest.approx(res.terms[t], rel=1e-12)
-                assert ev["latency_s"] == p.metadata["latency_s"] and ev["feasible"]
-            assert_array_equal(a["mse"], b["mse"])  # same beamformers: the plan's
+                    assert ev.gap_terms[t] == pytest.approx(res.terms[t], rel=1e-12)
+                assert ev.latency_s == p.metadata["latency_s"] and ev.feasible
+            assert_array_equal(a.mse, b.mse)  # same beamformers: the plan's
 
 
 # ------------------------------------------------------------------------------------------
@@ -254,8 +254,8 @@ def test_rank_block_is_the_feasible_argmin(small_dict, budget):
         for mse_sum in (1e-5, 3e-4, 1e-3, 1e-2, 0.1, 1.0):
             block = rank_block(gap, inst, ranks, streams, mse_sum)
             g, r = _brute_force_rank(gap, inst, ranks, streams, mse_sum)
-            assert block["rank"] == r and block["gap"] == g, (streams, mse_sum)
-            assert sum(block["terms"].values()) == pytest.approx(g, rel=1e-15)  # re-summed
+            assert block.rank == r and block.gap == g, (streams, mse_sum)
+            assert sum(block.terms.values()) == pytest.approx(g, rel=1e-15)  # re-summed
             chosen.add(r)
     assert len(chosen) >= 3  # the MSEs above move the argmin across the ranks
 
@@ -296,7 +296,7 @@ def test_fixed_rank_and_single_stream(small_dict):
     for rank in (1, 2, 4, 8):
         res = plan(inst, "fixed-rank", rank=rank, seed=0)
         assert res.solution.rank == rank and res.options["ranks"] == [rank]
-        ref = min(evaluate(inst, rank, s, seed=0)["gap"] for s in inst.aircomp.streams)
+        ref = min(evaluate(inst, rank, s, seed=0).gap for s in inst.aircomp.streams)
         assert res.objective == pytest.approx(ref, rel=1e-12)  # rel 1e-12: MSE re-summed
     # default: the largest candidate that some L delivers within the budget
     tight = _variant(small_dict, constraints={"latency_budget_s": 0.0185})

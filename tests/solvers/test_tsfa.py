@@ -1,4 +1,5 @@
-"""TSFA: offline rank selection and the online sparsity / bandwidth controller (spec 04 §5).
+"""TSFA: the online sparsity / bandwidth controller (spec 04 §5); the offline rank selection is
+tested in tests/solvers/tsfa/test_offline.py.
 
 Oracles: exhaustive enumeration of every m ∈ {1..r}^K with the min-latency allocation of spec 04
 §3 for each (the round problem's definition, K ≤ 3 and a few K = 4–5), the telescoping identity
@@ -24,7 +25,7 @@ from fedopt.gap_models.tsfa import TSFABound
 from fedopt.instance import Instance
 from fedopt.solvers.bandwidth import allocate_min_latency, device_latency_s
 from fedopt.solvers.result import Status
-from fedopt.solvers.tsfa import TSFAController, select_rank, simulate
+from fedopt.solvers.tsfa import SimulationReport, TSFAController, select_rank, simulate
 
 #: objectives of decide() and of the enumeration: both evaluate τ*(m) with the same allocation
 #: (rtol 1e-12); the branch and bound prunes at rtol 1e-10
@@ -60,7 +61,7 @@ def _enumerate(ctl: TSFAController, c: np.ndarray, q: float) -> list[tuple[float
         alloc = allocate_min_latency(payload_bits(ctl.instance, r, m), ctl.compute_s, c,
                                      ctl.bandwidth_hz)
         drop = float(np.sum(ctl.weights * ctl.drop_table[np.arange(k), m - 1]))
-        out.append((ctl.V * drop + q * alloc.latency_s, tuple(int(x) for x in m)))
+        out.append((ctl.V * drop + q * alloc.objective, tuple(int(x) for x in m)))
     return sorted(out)
 
 
@@ -124,6 +125,7 @@ def test_brute_force_decide_is_the_enumeration(small_instance, rng):
         best = _enumerate(ctl, c, q)[0]
         assert oracle.objective == pytest.approx(best[0], rel=1e-12)  # same arithmetic
         assert tuple(oracle.kept) == best[1]
+        assert oracle.status is Status.OPTIMAL
         assert ctl.decide(c, q).objective == pytest.approx(oracle.objective, rel=OBJ_RTOL)
     big = TSFAController(_instance(small_instance, 6, rng), 8, V=1.0)
     with pytest.raises(InvalidArgumentError, match="K <= 3"):
@@ -146,6 +148,34 @@ def test_lower_bound_is_certified_without_a_finished_search(small_instance, rng,
         assert got.lower_bound <= best * (1 + 1e-12)  # a valid bound; round-off only
         if got.optimal:
             assert got.objective == pytest.approx(best, rel=OBJ_RTOL)
+
+
+@pytest.mark.parametrize(("options", "uncertified"), [
+    ({}, None), ({"exact": False}, Status.CONVERGED),
+    ({"exact": True, "max_nodes": 0}, Status.MAX_ITERATIONS)])
+def test_round_status_says_whether_the_decision_is_certified(small_instance, rng, options,
+                                                              uncertified):
+    """RoundDecision.status against the enumeration: OPTIMAL exactly where the lower bound meets
+    the objective (which is then the enumeration's optimum); without the branch and bound the
+    uncertified answer is CONVERGED, with its node budget spent MAX_ITERATIONS."""
+    seen = set()
+    for case in range(6):
+        inst = _instance(small_instance, 3, rng, bandwidth_hz=float(10 ** rng.uniform(4.5, 5.5)))
+        ctl = TSFAController(inst, 4, V=1.0, **options)
+        c = snr_hz(inst, draw_channel(inst, seed=case, round=4))
+        q = float(10 ** rng.uniform(-2, 1))
+        ctl.V = _balanced_v(ctl, c, q, rng)
+        got = ctl.decide(c, q)
+        best = _enumerate(ctl, c, q)[0][0]
+        certified = got.objective - got.lower_bound <= ctl.rtol * got.objective
+        assert (got.status is Status.OPTIMAL) == certified == got.optimal
+        if certified:
+            assert got.objective == pytest.approx(best, rel=OBJ_RTOL)
+        else:
+            assert got.status is uncertified
+        assert got.to_dict()["status"] == got.status.value
+        seen.add(got.status)
+    assert (seen == {Status.OPTIMAL}) if uncertified is None else (uncertified in seen)
 
 
 def test_decision_is_feasible_and_consistent(small_instance, rng):
@@ -180,8 +210,9 @@ def test_extremes_q_zero_keeps_everything_v_zero_sparsifies_fully(small_instance
     ctl = TSFAController(inst, 8, V=0.3)
     keep = ctl.decide(c, 0.0)
     assert np.all(keep.kept == 8) and keep.drop_error == 0.0 and keep.objective == 0.0
+    assert keep.status is Status.OPTIMAL  # a closed form: exact
     full = allocate_min_latency(payload_bits(inst, 8, np.full(3, 8)), ctl.compute_s, c,
-                                ctl.bandwidth_hz)
+                                ctl.bandwidth_hz).solution
     assert keep.latency_s == pytest.approx(full.latency_s, rel=1e-12)  # the same allocation
     ctl.V = 0.0
     for q in (0.0, 2.0):
@@ -207,7 +238,7 @@ V_SWEEP = (1e-3, 1e-2, 1e-1, 1.0)
 
 
 @pytest.fixture(scope="module")
-def sweep(small_instance_module) -> dict[float, dict]:
+def sweep(small_instance_module) -> dict[float, SimulationReport]:
     """300 rounds of the 3-device ``small`` preset, r = 4, T̄ = 30 ms (between E[τ*] with
     m = 1, ≈ 22 ms, and with m = 4, ≈ 40 ms), for each V of V_SWEEP."""
     return {v: simulate(small_instance_module, 4, rounds=300, V=v, seed=1,
@@ -223,19 +254,19 @@ def small_instance_module():
 
 def test_time_average_latency_obeys_the_telescoping_bound(sweep):
     for res in sweep.values():
-        lat, queue = np.asarray(res["latency_s"]), np.asarray(res["queue_s"])
-        budget = res["latency_budget_s"]
+        lat, queue = res.latency_s, res.queue_s
+        budget = res.latency_budget_s
         for t in (1, 10, 100, len(lat)):
             # Q(t) ≥ Q(t−1) + T(t−1) − T̄ summed: exact up to the round-off of t additions
             assert lat[:t].mean() <= budget + queue[t - 1] / t + 1e-12
-        assert res["avg_latency_s"] <= res["queue_bound_s"] + 1e-12
-        assert res["certified_rounds"] == res["rounds"]
+        assert res.avg_latency_s <= res.queue_bound_s + 1e-12
+        assert res.certified_rounds == res.rounds
 
 
 def test_larger_v_trades_queue_for_sparsification_error(sweep):
-    errors = [sweep[v]["mean_sparsification_error"] for v in V_SWEEP]
-    queues = [sweep[v]["mean_queue"] for v in V_SWEEP]
-    sparsity = [sweep[v]["mean_sparsity"] for v in V_SWEEP]
+    errors = [sweep[v].mean_sparsification_error for v in V_SWEEP]
+    queues = [sweep[v].mean_queue for v in V_SWEEP]
+    sparsity = [sweep[v].mean_sparsity for v in V_SWEEP]
     # non-increasing / non-decreasing (ties allowed), and strictly so across the sweep
     assert all(a >= b for a, b in zip(errors, errors[1:], strict=False))
     assert all(a <= b for a, b in zip(queues, queues[1:], strict=False))
@@ -248,8 +279,8 @@ def test_moderate_v_meets_the_average_budget(small_instance_module):
     2000-round figure is in the report; 400 rounds keep this test fast)."""
     res = simulate(small_instance_module, 4, rounds=400, V=1e-3, seed=7,
                    avg_latency_budget_s=0.03)
-    assert res["avg_latency_s"] <= 1.01 * res["latency_budget_s"]
-    assert res["mean_sparsity"] > 0  # the budget binds: it is met by sparsifying
+    assert res.avg_latency_s <= 1.01 * res.latency_budget_s
+    assert res.mean_sparsity > 0  # the budget binds: it is met by sparsifying
 
 
 def test_step_updates_the_queue_and_simulate_reports(small_instance, rng):
@@ -262,52 +293,18 @@ def test_step_updates_the_queue_and_simulate_reports(small_instance, rng):
         q = max(q + d.latency_s - 0.03, 0.0)
         assert ctl.queue == d.queue_after == q
     calls = []
-    res = simulate(inst, 4, rounds=5, V=1e-3, progress=calls.append)
+    res = simulate(inst, 4, rounds=5, V=1e-3, callback=lambda rec: calls.append(rec["round"]))
     assert calls == list(range(5))
-    assert res["final_queue"] == pytest.approx(q, rel=1e-12)  # same channels, same decisions
+    assert res.final_queue == pytest.approx(q, rel=1e-12)  # same channels, same decisions
+    data = res.to_dict()
     for key in ("rounds", "avg_latency_s", "latency_budget_s", "mean_queue", "final_queue",
                 "mean_sparsity", "mean_sparsification_error", "decide_time_s_median"):
-        assert key in res
-    json.dumps(res)
-
-
-# ---------------------------------------------------------------------------------------------
-# Offline stage
-# ---------------------------------------------------------------------------------------------
-def test_rank_shrinks_as_the_budget_tightens(small_instance):
-    loose = select_rank(small_instance, avg_latency_budget_s=10.0, samples=20)
-    sel = loose.solution
-    assert loose.status is Status.OPTIMAL and sel.rank == max(small_instance.lora.ranks)
-    bound = TSFABound(small_instance)
-    assert loose.objective == pytest.approx(  # the same formula: round-off only
-        float(bound.total(sel.rank, bound.nominal_drop_error(sel.rank, 0.0))), rel=1e-12)
-    # expected latency grows with the rank (bigger payload, same channels)
-    assert np.all(np.diff(sel.expected_latency_s) > 0)
-    budgets = np.sort(np.concatenate([sel.expected_latency_s * 1.001, [10.0]]))[::-1]
-    ranks = [select_rank(small_instance, avg_latency_budget_s=float(b), samples=20).solution.rank
-             for b in budgets]
-    assert ranks[0] == max(small_instance.lora.ranks)
-    assert all(a >= b for a, b in zip(ranks, ranks[1:], strict=False))
-    assert ranks[-1] == min(small_instance.lora.ranks)
-    json.dumps(sel.to_dict())
-    json.dumps(loose.options)
-
-
-def test_sparsity_lets_a_larger_rank_fit(small_instance):
-    lat = select_rank(small_instance, avg_latency_budget_s=10.0, samples=20).solution
-    budget = float(lat.expected_latency_s[-2]) * 1.001  # rank 4 fits at ρ = 0, rank 8 does not
-    dense = select_rank(small_instance, avg_latency_budget_s=budget, samples=20)
-    sparse = select_rank(small_instance, avg_latency_budget_s=budget, samples=20,
-                         nominal_sparsity=0.5)
-    assert dense.solution.rank == 4 and sparse.solution.rank == 8
-
-
-def test_infeasible_budget_names_the_smallest_expected_latency(small_instance):
-    sel = select_rank(small_instance, avg_latency_budget_s=10.0, samples=20).solution
-    smallest = float(sel.expected_latency_s.min())
-    with pytest.raises(InfeasibleError) as err:
-        select_rank(small_instance, avg_latency_budget_s=0.5 * smallest, samples=20)
-    assert f"{smallest:.6g} s" in str(err.value) and "rank 1" in str(err.value)
+        assert key in data
+    json.dumps(data)
+    # a callback returning True stops the run: the report covers the rounds run
+    short = simulate(inst, 4, rounds=5, V=1e-3, callback=lambda rec: rec["round"] == 1)
+    assert short.rounds == 2 and short.latency_s.size == 2
+    assert short.queue_s[-1] == pytest.approx(res.queue_s[1], rel=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------

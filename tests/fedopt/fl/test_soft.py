@@ -13,11 +13,9 @@ from fedopt.errors import InvalidArgumentError
 from fedopt.fl.soft import (
     common_mask,
     component_scores,
-    densify,
     elementwise_topk,
     index_to_mask,
     offdiag_orthogonality,
-    sparsify,
     svd_truncation,
     top_components,
 )
@@ -50,7 +48,8 @@ def test_scores_are_the_singular_values_under_orthogonal_factors(rng):
 @pytest.mark.parametrize("rho", [0.0, 0.25, 1 / 3, 0.5, 2 / 3, 0.9])
 def test_eckart_young_error_equals_the_dropped_energy(rng, rho):
     A, B, s = _orthogonal_factors(rng, d=30, k=20, r=9)
-    A_m, B_m, index = sparsify(A, B, rho)
+    index = top_components(component_scores(A, B), rho)  # the pairs SOFT sends
+    A_m, B_m = A[index], B[:, index]
     m = index.numel()
     assert m == int(np.ceil((1 - rho) * 9 - 1e-9))
     err = torch.linalg.matrix_norm(B @ A - B_m @ A_m) ** 2
@@ -133,20 +132,10 @@ def test_elementwise_topk_keeps_the_stated_counts(rng):
                 assert x[kept].abs().min() >= x[~kept].abs().max()
 
 
-def test_densify_inverts_sparsify(rng):
-    A = torch.tensor(rng.standard_normal((8, 5)))
-    B = torch.tensor(rng.standard_normal((11, 8)))
-    A_k, B_k, idx = sparsify(A, B, 0.5)
-    assert A_k.shape == (4, 5) and B_k.shape == (11, 4)
-    A_d, B_d = densify(A_k, B_k, idx, 8)
-    mask = index_to_mask(idx, 8)
-    assert int(mask.sum()) == 4
-    assert torch.equal(A_d[mask], A[mask]) and torch.equal(B_d[:, mask], B[:, mask])
-    assert not A_d[~mask].any() and not B_d[:, ~mask].any()
-    assert torch.allclose(B_d @ A_d, B_k @ A_k, rtol=1e-14, atol=1e-14)  # same sum, reordered
-    # with a given (common) mask, ρ is ignored
-    A_c, B_c, idx_c = sparsify(A, B, 0.0, index=torch.tensor([0, 7]))
-    assert idx_c.tolist() == [0, 7] and torch.equal(A_c, A[[0, 7]])
+def test_index_to_mask_marks_the_kept_components():
+    mask = index_to_mask(torch.tensor([0, 3, 7]), 8)
+    assert mask.dtype == torch.bool and mask.shape == (8,)
+    assert mask.nonzero().flatten().tolist() == [0, 3, 7]
 
 
 def test_float32_is_accepted_and_kept(rng):
@@ -154,8 +143,6 @@ def test_float32_is_accepted_and_kept(rng):
     scores = component_scores(A, B)
     assert scores.dtype == torch.float32
     np.testing.assert_allclose(scores.numpy(), s, rtol=1e-6)  # rel 1e-6: float32 rounding
-    A_k, B_k, _ = sparsify(A, B, 0.5)
-    assert A_k.dtype == B_k.dtype == torch.float32
     assert offdiag_orthogonality(A, B).dtype == torch.float32
     A_s, B_s = svd_truncation(A, B, 2)
     assert A_s.dtype == torch.float32

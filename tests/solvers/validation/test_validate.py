@@ -52,12 +52,12 @@ def test_other_layers_are_refused():
 def test_report_contract_and_predictions(tiny, tmp_path):
     rep = validate(tiny, baselines=("ideal", "digital"), settings=_settings(),
                    out_dir=tmp_path / "v")
-    assert list(rep["methods"]) == ["airfl-lora", "ideal", "digital"]
-    for name, m in rep["methods"].items():
+    assert list(rep.methods) == ["airfl-lora", "ideal", "digital"]
+    for name, m in rep.methods.items():
         for key in JSON_KEYS:
             assert m[key] is not None and np.isfinite(m[key]), (name, key)
         assert m["perplexity"] == pytest.approx(np.exp(m["final_eval_loss"]), rel=1e-12)
-    air, ideal = rep["methods"]["airfl-lora"], rep["methods"]["ideal"]
+    air, ideal = rep.methods["airfl-lora"], rep.methods["ideal"]
     assert ideal["measured_aggregation_error"] == 0.0
     assert ideal["rank"] == air["rank"]  # ideal = the plan's rank, error-free
     # q = 1024 r reals per round, each error entry a scaled chi-square: the relative std of one
@@ -65,7 +65,7 @@ def test_report_contract_and_predictions(tiny, tmp_path):
     ratio = air["measured_aggregation_error"] / air["predicted_aggregation_error"]
     assert 0.85 < ratio < 1.15
     # the digital baseline's prediction (dropped energy) bounds its measured error (Jensen)
-    dig = rep["methods"]["digital"]
+    dig = rep.methods["digital"]
     assert dig["measured_aggregation_error"] <= dig["predicted_aggregation_error"] * (1 + 1e-12)
     # latency: the plan's compute + airtime, what the planner predicted
     assert air["latency_s"] == pytest.approx(air["seeds"][0]["predicted"]["latency_s"],
@@ -80,7 +80,7 @@ def test_report_contract_and_predictions(tiny, tmp_path):
 def test_resume_reuses_finished_runs(tiny, tmp_path):
     first = validate(tiny, settings=_settings(), out_dir=tmp_path)
     again = validate(tiny, settings=_settings(), out_dir=tmp_path, resume=True)
-    a, b = first["methods"]["airfl-lora"], again["methods"]["airfl-lora"]
+    a, b = first.methods["airfl-lora"], again.methods["airfl-lora"]
     for key in JSON_KEYS:
         assert a[key] == b[key]
 

@@ -1,0 +1,72 @@
+"""Benchmark: wall time of whole `fedopt` commands in two checkouts, side by side (issue 10).
+
+A refactor must leave the cost of the main jobs unchanged. This script runs each command in
+each checkout alternately (A, B, A, B, ...: slow drift of the machine hits both), ``--repeats``
+times, and reports the median wall time of each and the ratio B / A.
+
+Each checkout runs its own code: the command is ``python -m <cli> ...`` with the checkout as
+the working directory (so its packages come first on ``sys.path``); ``<cli>`` is
+``fedopt.cli.main`` where the checkout has the one-package layout (``fedopt/__init__.py`` maps
+``cli/``), else ``cli.main`` (the layout before issue 10).
+
+Run:  git worktree add /tmp/before <old commit>
+      python -m benchmarks.cli_timing --a /tmp/before --b . [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+#: the commands timed: the README's main job and the quick validation
+COMMANDS = {
+    "solve": ["solve", "-q"],
+    "validate --quick": ["validate", "--quick", "-q", "--out", "{tmp}"],
+}
+
+
+def cli_module(tree: Path) -> str:
+    """The CLI module of a checkout (one-package layout or the one before it)."""
+    init = (tree / "fedopt" / "__init__.py").read_text(encoding="utf-8")
+    return "fedopt.cli.main" if "_map_source_tree" in init else "cli.main"
+
+
+def run_once(tree: Path, args: list[str]) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [sys.executable, "-m", cli_module(tree), *[a.format(tmp=f"{tmp}/o") for a in args]]
+        t0 = time.perf_counter()
+        subprocess.run(argv, cwd=tree, check=True, capture_output=True)
+        return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--a", type=Path, required=True, help="checkout A (before)")
+    ap.add_argument("--b", type=Path, default=Path("."), help="checkout B (after)")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    trees = {"A": args.a.resolve(), "B": args.b.resolve()}
+    out: dict[str, dict] = {}
+    for name, cmd in COMMANDS.items():
+        times: dict[str, list[float]] = {"A": [], "B": []}
+        for _ in range(args.repeats):
+            for label, tree in trees.items():
+                times[label].append(run_once(tree, cmd))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        out[name] = {"median_s": med, "ratio_b_over_a": med["B"] / med["A"], "times_s": times}
+        ratio = med["B"] / med["A"]
+        print(f"{name:<18} A {med['A']:7.2f} s   B {med['B']:7.2f} s   B/A {ratio:.3f}"
+              f"   (medians of {args.repeats}; A: {trees['A']}, B: {trees['B']})")
+    print(json.dumps({"machine": platform.platform(), "python": platform.python_version(),
+                      "repeats": args.repeats, "results": out}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

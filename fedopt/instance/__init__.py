@@ -1,0 +1,63 @@
+"""Network-design instances (spec 01 §1–§5).
+
+An :class:`Instance` is everything a planner fixes before optimizing: the server, the devices,
+the OFDM numerology, the channel model, the LoRA layers, the learning profile of the gap model
+and the constraints. It is immutable, validated on construction and round-trips exactly through
+YAML and JSON (``to_dict`` / ``from_dict``). Units live in field names.
+
+Per-device quantities are stored as tuples of length K; in files they may be written as one
+number (the same for every device) or as a list of K numbers.
+
+The package, one module per seam (every public name is re-exported here):
+
+* :mod:`~fedopt.instance.sections` — the section dataclasses; each default is written once,
+  on its field;
+* :mod:`~fedopt.instance.core` — :class:`Instance` and its derived quantities;
+* :mod:`~fedopt.instance.parsing` — text to mapping, mapping to validated sections;
+* :mod:`~fedopt.instance.loading` — the shipped presets and :func:`load_instance`;
+* :mod:`~fedopt.instance._schema` — the schema version and the field reader.
+"""
+
+from __future__ import annotations
+
+from fedopt.instance._schema import SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS
+from fedopt.instance.core import Instance
+from fedopt.instance.loading import list_presets, load_instance
+from fedopt.instance.sections import (
+    BITS_PER_PARAM,
+    FACTOR_MODES,
+    FADING_MODELS,
+    PATH_LOSS_MODELS,
+    SPECTRUM_KINDS,
+    AirCompSpec,
+    ChannelSpec,
+    ConstraintsSpec,
+    DevicesSpec,
+    LearningSpec,
+    LoRALayer,
+    LoRASpec,
+    OFDMSpec,
+    ServerSpec,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SUPPORTED_SCHEMA_VERSIONS",
+    "PATH_LOSS_MODELS",
+    "FADING_MODELS",
+    "FACTOR_MODES",
+    "SPECTRUM_KINDS",
+    "BITS_PER_PARAM",
+    "ServerSpec",
+    "DevicesSpec",
+    "OFDMSpec",
+    "ChannelSpec",
+    "LoRALayer",
+    "LoRASpec",
+    "AirCompSpec",
+    "LearningSpec",
+    "ConstraintsSpec",
+    "Instance",
+    "list_presets",
+    "load_instance",
+]
