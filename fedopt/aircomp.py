@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from fedopt.errors import InfeasibleError
+from fedopt.errors import InfeasibleError, InvalidArgumentError
 
 __all__ = [
     "effective_gram",
@@ -59,12 +59,12 @@ def hermitian(x: np.ndarray) -> np.ndarray:
 
 def _check_shapes(A: np.ndarray, H: np.ndarray) -> tuple[int, int, int, int, int]:
     if A.ndim != 3:
-        raise ValueError(f"A: expected shape (M, N_r, L), got {A.shape}")
+        raise InvalidArgumentError(f"A: expected shape (M, N_r, L), got {A.shape}")
     if H.ndim != 4:
-        raise ValueError(f"H: expected shape (K, M, N_r, N_t), got {H.shape}")
+        raise InvalidArgumentError(f"H: expected shape (K, M, N_r, N_t), got {H.shape}")
     k, m, nr, nt = H.shape
     if A.shape[0] != m or A.shape[1] != nr:
-        raise ValueError(f"A: shape {A.shape} does not match H {H.shape}; expected ({m}, {nr}, L)")
+        raise InvalidArgumentError(f"A: shape {A.shape} does not match H {H.shape}; expected ({m}, {nr}, L)")
     return k, m, nr, nt, A.shape[2]
 
 
@@ -153,7 +153,7 @@ def mse_per_stream(A: np.ndarray, B: np.ndarray, H: np.ndarray, phi: np.ndarray,
     """
     k, m, _, _, lsz = _check_shapes(A, H)
     if B.shape != (k, m, H.shape[3], lsz):
-        raise ValueError(f"B: expected shape {(k, m, H.shape[3], lsz)}, got {B.shape}")
+        raise InvalidArgumentError(f"B: expected shape {(k, m, H.shape[3], lsz)}, got {B.shape}")
     phi = np.asarray(phi, dtype=float)[:, None, None, None]
     err = hermitian(A)[None] @ H @ B - phi * np.eye(lsz)
     bias = np.sum(np.abs(err) ** 2, axis=(0, 3))  # (M, L): sum over devices and columns

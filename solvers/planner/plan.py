@@ -66,10 +66,9 @@ def plan(
         Fixed rank (``fixed-rank`` and the beamforming methods); validated against the layers.
     beamforming
         Override of the beamforming method used by the search.
-    gap
-        Gap model (default ``AirFLGap(instance)``).
-    search
-        Override of the method's search: ``"alternating"``, ``"bnb"`` or ``"exhaustive"``.
+    gap, search
+        Gap model (default ``AirFLGap(instance)``); override of the method's search
+        (``"alternating"``, ``"bnb"`` or ``"exhaustive"``).
     rng
         Seed or generator for the beamforming solver (default: ``seed``); same seed, same plan.
     callback
@@ -88,24 +87,22 @@ def plan(
     Raises
     ------
     InfeasibleError
-        If no candidate (r, L) meets the latency (or energy) budget; the message states the
-        smallest achievable latency.
+        No candidate (r, L) meets the latency (or energy) budget (the message states the
+        smallest achievable latency).
     InvalidArgumentError
         An unknown method or search, or a method that is not a planner or beamforming method.
     """
     spec = _planner_spec(method)
-    search_name = _search_of(spec, search)
-    bf_method = beamforming or spec.beamforming
-    gap = gap or AirFLGap(instance)
+    search_name, bf_method = _search_of(spec, search), beamforming or spec.beamforming
     channel = channel if channel is not None else draw_channel(instance, seed=seed, round=round)
     channel.check(instance)
     cand_r, cand_l = _candidates(instance, spec, ranks, streams, rank)
+    scalars = {k: v for k, v in beamforming_options.items() if isinstance(v, (int, float, str))}
     run = SolverRun(method, callback=callback, options={
         "ranks": cand_r, "streams": cand_l, "beamforming": bf_method, "search": search_name,
-        **{k: v for k, v in beamforming_options.items() if isinstance(v, (int, float, str))}})
-    base_seed = seed if rng is None else _base_seed(rng)
-    state = StreamSearch(instance, channel, gap, cand_r, bf_method, base_seed, run,
-                         dict(beamforming_options))
+        **scalars})
+    state = StreamSearch(instance, channel, gap or AirFLGap(instance), cand_r, bf_method,
+                         seed if rng is None else _base_seed(rng), run, dict(beamforming_options))
     getattr(state, search_name)(cand_l)
     if not state.blocks or all(b.rank is None for b in state.blocks.values()):
         raise InfeasibleError(infeasible_message(instance, cand_r, cand_l))

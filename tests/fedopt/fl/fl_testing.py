@@ -8,11 +8,13 @@ queue: their outputs depend on every earlier call, so a resume that lost their s
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from fedopt.channel import draw_channel
 from fedopt.fl.aggregators import AirCompAggregator, DigitalAggregator, IdealAggregator
 from fedopt.fl.charmodel import CharTransformer
+from fedopt.fl.data import make_federated_data
 from fedopt.fl.loop import LoopConfig
 from fedopt.fl.lora import apply_lora, lora_modules
 
@@ -120,3 +122,25 @@ def make_aggregator(kind: str, fed, inst, model, seed: int, forgetful: bool = Fa
     layers = [(m.d_out, m.d_in) for m in lora_modules(model).values()]
     cls = ForgetfulDecisions if forgetful else QueueDecisions
     return DigitalAggregator(layers, 2, cls(fed.n_clients, 2))
+
+
+# fixtures shared by the loop test files (import them by name into a test module)
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine spinning
+    worker threads slow these files ~4×; restored afterwards for the rest of the suite."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def fed():
+    """K = 3 clients (the ``small`` instance's K), 400 characters per topic."""
+    return make_federated_data(3, max_chars_per_topic=400, seed=0)
+
+
+@pytest.fixture
+def seed(rng) -> int:
+    return int(rng.integers(0, 2**31))

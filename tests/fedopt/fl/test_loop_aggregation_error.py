@@ -14,35 +14,22 @@ import math
 import numpy as np
 import pytest
 import torch
-from fl_testing import ALL_LINEAR, aircomp_for, loop_cfg, random_beams, tiny_model
+from fl_testing import (  # noqa: F401  (fixtures: _one_thread, fed, seed)
+    ALL_LINEAR,
+    _one_thread,
+    aircomp_for,
+    fed,
+    loop_cfg,
+    random_beams,
+    seed,
+    tiny_model,
+)
 
 from fedopt import aircomp as ac
 from fedopt.channel import draw_channel
 from fedopt.fl.aggregators import IdealAggregator
-from fedopt.fl.data import make_federated_data
 from fedopt.fl.loop import run_federated
 from fedopt.fl.lora import flatten_lora, lora_modules, unflatten_lora
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine spinning
-    worker threads slow this file ~4×; restored afterwards for the rest of the suite."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def fed():
-    """K = 3 clients (the ``small`` instance's K), 400 characters per topic."""
-    return make_federated_data(3, max_chars_per_topic=400, seed=0)
-
-
-@pytest.fixture
-def seed(rng) -> int:
-    return int(rng.integers(0, 2**31))
 
 
 @pytest.mark.parametrize("fading", [False, True], ids=["one-block", "block-fading"])

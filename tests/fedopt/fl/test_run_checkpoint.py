@@ -13,36 +13,25 @@ import json
 import numpy as np
 import pytest
 import torch
-from fl_testing import TINY, aircomp_for, core, loop_cfg, make_aggregator, random_beams, tiny_model
+from fl_testing import (  # noqa: F401  (fixtures: _one_thread, fed, seed)
+    TINY,
+    _one_thread,
+    aircomp_for,
+    core,
+    fed,
+    loop_cfg,
+    make_aggregator,
+    random_beams,
+    seed,
+    tiny_model,
+)
 
 from fedopt.errors import CheckpointError, InvalidArgumentError
 from fedopt.fl.aggregators import IdealAggregator
 from fedopt.fl.charmodel import CharTransformer
 from fedopt.fl.checkpoint import RunFiles
-from fedopt.fl.data import make_federated_data
 from fedopt.fl.loop import CHECKPOINT_NAME, LOG_NAME, SUMMARY_NAME, run_federated
 from fedopt.fl.lora import apply_lora, flatten_lora
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine spinning
-    worker threads slow this file ~4×; restored afterwards for the rest of the suite."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def fed():
-    """K = 3 clients (the ``small`` instance's K), 400 characters per topic."""
-    return make_federated_data(3, max_chars_per_topic=400, seed=0)
-
-
-@pytest.fixture
-def seed(rng) -> int:
-    return int(rng.integers(0, 2**31))
 
 
 @pytest.mark.parametrize("kind", ["ideal", "aircomp", "digital"])

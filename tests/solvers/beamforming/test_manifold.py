@@ -17,6 +17,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from bf_testing import SIGMA2, random_problem
 from numpy.testing import assert_allclose, assert_array_equal
 
 from fedopt.errors import InfeasibleError, InvalidArgumentError
@@ -25,7 +26,6 @@ from fedopt.solvers.beamforming.bounds import best_bound, single_device_bound
 from fedopt.solvers.beamforming.problem import BeamformingProblem
 from fedopt.solvers.result import Status
 
-SIGMA2 = 1e-15
 SOLVER_SEED = 1
 # Oracle values from closed forms: the solver's polish stops when the prox-linear model predicts
 # a decrease below 1e-9 in log f, and values within ~3e-9 of the optimum are seen; 1e-6 is the
@@ -36,15 +36,7 @@ RTOL_OPT = 1e-6
 RTOL_BOUND = 1e-9
 
 
-def _problem(rng, k, m, nr, nt, streams, spread_db=0.0, equal_power=False, phi=None):
-    """Random CN channels with path loss 1e-9 · 10^(−U(0, spread_db)/10) per device."""
-    beta = 1e-9 * 10.0 ** (-rng.uniform(0.0, spread_db, k) / 10.0)
-    shape = (k, m, nr, nt)
-    h = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2.0)
-    h = h * np.sqrt(beta)[:, None, None, None]
-    phi = rng.uniform(0.5, 2.0, k) if phi is None else np.asarray(phi, dtype=float)
-    p = np.full((k, m), 0.01) if equal_power else rng.uniform(0.005, 0.02, (k, m))
-    return BeamformingProblem(H=h, phi=phi, p_sub=p, sigma2=SIGMA2, streams=streams)
+_problem = random_problem
 
 
 def _subset(problem, devices=None, rx=None):

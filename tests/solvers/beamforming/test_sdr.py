@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from bf_testing import SIGMA2, random_problem
 from numpy.testing import assert_allclose
 
 from fedopt.errors import InvalidArgumentError, SolverError
@@ -19,7 +20,6 @@ from fedopt.solvers.beamforming.problem import BeamformingProblem
 from fedopt.solvers.beamforming.sdr import sdr
 from fedopt.solvers.result import Status
 
-SIGMA2 = 1e-15
 # Bounds are closed forms and baselines evaluate the exact f: both carry only float64 rounding
 # through an SVD/eigendecomposition of matrices with entries ~1e-5, so 1e-9 relative is ample.
 RTOL_CLOSED = 1e-9
@@ -28,15 +28,7 @@ RTOL_CLOSED = 1e-9
 RTOL_SOLVER = 1e-6
 
 
-def _problem(rng, k, m, nr, nt, streams, spread_db=0.0, equal_power=False):
-    """Random CN channels with path loss 1e-9 · 10^(−U(0, spread_db)/10) per device."""
-    beta = 1e-9 * 10.0 ** (-rng.uniform(0.0, spread_db, k) / 10.0)
-    shape = (k, m, nr, nt)
-    h = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2.0)
-    h = h * np.sqrt(beta)[:, None, None, None]
-    phi = rng.uniform(0.5, 2.0, k)
-    p = np.full((k, m), 0.01) if equal_power else rng.uniform(0.005, 0.02, (k, m))
-    return BeamformingProblem(H=h, phi=phi, p_sub=p, sigma2=SIGMA2, streams=streams)
+_problem = random_problem
 
 
 @pytest.mark.parametrize("k,nt", [(2, 1), (3, 1), (3, 2), (2, 3)])
