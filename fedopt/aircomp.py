@@ -64,7 +64,8 @@ def _check_shapes(A: np.ndarray, H: np.ndarray) -> tuple[int, int, int, int, int
         raise InvalidArgumentError(f"H: expected shape (K, M, N_r, N_t), got {H.shape}")
     k, m, nr, nt = H.shape
     if A.shape[0] != m or A.shape[1] != nr:
-        raise InvalidArgumentError(f"A: shape {A.shape} does not match H {H.shape}; expected ({m}, {nr}, L)")
+        raise InvalidArgumentError(
+            f"A: shape {A.shape} does not match H {H.shape}; expected ({m}, {nr}, L)")
     return k, m, nr, nt, A.shape[2]
 
 
