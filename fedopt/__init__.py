@@ -18,7 +18,6 @@ exactly these four names, ``fedopt.solvers`` → ``<repo>/solvers`` and so on, a
 import sys as _sys
 from pathlib import Path as _Path
 
-from fedopt.channel import Channel, draw_channel
 from fedopt.errors import (
     ChannelFileError,
     CheckpointError,
@@ -29,10 +28,25 @@ from fedopt.errors import (
     PlanError,
     SolverError,
 )
-from fedopt.instance import SCHEMA_VERSION, Instance, list_presets, load_instance
-from fedopt.plan import Plan
 
 __version__ = "0.1.0"
+
+#: names served lazily (PEP 562): ``import fedopt.cli`` (``fedopt --help``) need not import
+#: numpy; ``from fedopt import Instance`` imports the module that defines it on first use
+_LAZY = {"Channel": "fedopt.channel", "draw_channel": "fedopt.channel",
+         "SCHEMA_VERSION": "fedopt.instance", "Instance": "fedopt.instance",
+         "list_presets": "fedopt.instance", "load_instance": "fedopt.instance",
+         "Plan": "fedopt.plan"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fedopt' has no attribute {name!r}")
 
 __all__ = [
     "Channel",

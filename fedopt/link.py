@@ -23,7 +23,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.special import lambertw
 
 from fedopt.errors import InvalidArgumentError
 
@@ -106,6 +105,8 @@ def lambert_start(a: np.ndarray, delta: np.ndarray) -> np.ndarray:
     """Start for the root x > 0 of ln(1 + x)/x = a, a ∈ (0, 1), δ = 1 − a: the Lambert W
     closed form x = −W₋₁(−a e^{−a}) / a − 1 (a few ulps), or near the branch point a → 1 the
     inverse series of δ = x/2 − x²/3 + x³/4 − … (error O(δ⁴)). Call under ``np.errstate``."""
+    from scipy.special import lambertw  # lazy: scipy costs ~0.2 s of `fedopt --help`
+
     w = lambertw(-a * np.exp(-a), -1).real
     x = (-w - a) / a  # u − 1 with u = −W₋₁(−a e^{−a}) / a
     near = (delta < SERIES_DELTA) | ~np.isfinite(x) | (x <= 0)

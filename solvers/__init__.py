@@ -16,9 +16,22 @@ of spec 02 §4–§5), :mod:`~fedopt.solvers.planner` (rank, streams, beamformer
 §3–§5), :mod:`~fedopt.solvers.validation` (plans through the FL loop, calibration).
 """
 
-from fedopt.solvers.planner import PLAN_METHODS, SEARCHES, evaluate
-from fedopt.solvers.registry import METHODS, solve
-from fedopt.solvers.result import SolveResult, SolverRun, Status
-
 __all__ = ["METHODS", "PLAN_METHODS", "SEARCHES", "SolveResult", "SolverRun", "Status",
            "evaluate", "solve"]
+
+#: served lazily (PEP 562), so that importing a submodule such as ``fedopt.solvers.registry``
+#: (the CLI's ``--method`` choices) does not import every solver
+_LAZY = {"METHODS": "fedopt.solvers.registry", "solve": "fedopt.solvers.registry",
+         "PLAN_METHODS": "fedopt.solvers.planner", "SEARCHES": "fedopt.solvers.planner",
+         "evaluate": "fedopt.solvers.planner", "SolveResult": "fedopt.solvers.result",
+         "SolverRun": "fedopt.solvers.result", "Status": "fedopt.solvers.result"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fedopt.solvers' has no attribute {name!r}")
