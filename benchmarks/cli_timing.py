@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -38,12 +40,18 @@ def cli_module(tree: Path) -> str:
     return "fedopt.cli.main" if "_map_source_tree" in init else "cli.main"
 
 
-def run_once(tree: Path, args: list[str]) -> float:
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_once(tree: Path, args: list[str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one run of the command in ``tree``."""
     with tempfile.TemporaryDirectory() as tmp:
         argv = [sys.executable, "-m", cli_module(tree), *[a.format(tmp=f"{tmp}/o") for a in args]]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _children_cpu_s()
         subprocess.run(argv, cwd=tree, check=True, capture_output=True)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, _children_cpu_s() - c0
 
 
 def main() -> None:
@@ -55,17 +63,26 @@ def main() -> None:
     trees = {"A": args.a.resolve(), "B": args.b.resolve()}
     out: dict[str, dict] = {}
     for name, cmd in COMMANDS.items():
-        times: dict[str, list[float]] = {"A": [], "B": []}
+        wall: dict[str, list[float]] = {"A": [], "B": []}
+        cpu: dict[str, list[float]] = {"A": [], "B": []}
         for _ in range(args.repeats):
             for label, tree in trees.items():
-                times[label].append(run_once(tree, cmd))
-        med = {k: statistics.median(v) for k, v in times.items()}
-        out[name] = {"median_s": med, "ratio_b_over_a": med["B"] / med["A"], "times_s": times}
-        ratio = med["B"] / med["A"]
-        print(f"{name:<18} A {med['A']:7.2f} s   B {med['B']:7.2f} s   B/A {ratio:.3f}"
-              f"   (medians of {args.repeats}; A: {trees['A']}, B: {trees['B']})")
+                w, c = run_once(tree, cmd)
+                wall[label].append(w)
+                cpu[label].append(c)
+        med = {k: statistics.median(v) for k, v in wall.items()}
+        med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+        out[name] = {"median_wall_s": med, "median_cpu_s": med_cpu,
+                     "wall_ratio_b_over_a": med["B"] / med["A"],
+                     "cpu_ratio_b_over_a": med_cpu["B"] / med_cpu["A"], "wall_s": wall,
+                     "cpu_s": cpu}
+        print(f"{name:<18} wall A {med['A']:6.2f} s  B {med['B']:6.2f} s  B/A "
+              f"{med['B'] / med['A']:.3f} | CPU A {med_cpu['A']:6.2f} s  B {med_cpu['B']:6.2f} s"
+              f"  B/A {med_cpu['B'] / med_cpu['A']:.3f}  (medians of {args.repeats})")
     print(json.dumps({"machine": platform.platform(), "python": platform.python_version(),
-                      "repeats": args.repeats, "results": out}, indent=1))
+                      "cpus": os.cpu_count(), "repeats": args.repeats,
+                      "threads": os.environ.get("OMP_NUM_THREADS"), "a": str(trees["A"]),
+                      "b": str(trees["B"]), "results": out}, indent=1))
 
 
 if __name__ == "__main__":
