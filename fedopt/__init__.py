@@ -18,6 +18,7 @@ exactly these four names, ``fedopt.solvers`` → ``<repo>/solvers`` and so on, a
 import sys as _sys
 from pathlib import Path as _Path
 
+from fedopt._lazy import lazy_attributes
 from fedopt.errors import (
     ChannelFileError,
     CheckpointError,
@@ -39,14 +40,7 @@ _LAZY = {"Channel": "fedopt.channel", "draw_channel": "fedopt.channel",
          "Plan": "fedopt.plan"}
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'fedopt' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = [
     "Channel",

@@ -16,6 +16,8 @@ of spec 02 §4–§5), :mod:`~fedopt.solvers.planner` (rank, streams, beamformer
 §3–§5), :mod:`~fedopt.solvers.validation` (plans through the FL loop, calibration).
 """
 
+from fedopt._lazy import lazy_attributes
+
 __all__ = ["METHODS", "PLAN_METHODS", "SEARCHES", "SolveResult", "SolverRun", "Status",
            "evaluate", "solve"]
 
@@ -27,11 +29,4 @@ _LAZY = {"METHODS": "fedopt.solvers.registry", "solve": "fedopt.solvers.registry
          "SolverRun": "fedopt.solvers.result", "Status": "fedopt.solvers.result"}
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'fedopt.solvers' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

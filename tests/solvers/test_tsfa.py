@@ -132,18 +132,23 @@ def test_brute_force_decide_is_the_enumeration(small_instance, rng):
         big.brute_force_decide(np.ones(6) * 1e9, 1.0)
 
 
+def _random_decision(small_instance, rng, options, *, seed, round):
+    """A random 3-device round (band, queue, balanced V): the controller, its decision and the
+    enumeration's optimum (the oracle)."""
+    inst = _instance(small_instance, 3, rng, bandwidth_hz=float(10 ** rng.uniform(4.5, 5.5)))
+    ctl = TSFAController(inst, 4, V=1.0, **options)
+    c = snr_hz(inst, draw_channel(inst, seed=seed, round=round))
+    q = float(10 ** rng.uniform(-2, 1))
+    ctl.V = _balanced_v(ctl, c, q, rng)
+    return ctl, ctl.decide(c, q), _enumerate(ctl, c, q)[0][0]
+
+
 @pytest.mark.parametrize("options", [{"exact": False}, {"exact": True, "max_nodes": 0}])
 def test_lower_bound_is_certified_without_a_finished_search(small_instance, rng, options):
     """Lagrangian / repair answer only (or a branch and bound stopped at once): the objective is
     feasible (≥ optimum) and lower_bound ≤ optimum."""
     for case in range(10):
-        inst = _instance(small_instance, 3, rng, bandwidth_hz=float(10 ** rng.uniform(4.5, 5.5)))
-        ctl = TSFAController(inst, 4, V=1.0, **options)
-        c = snr_hz(inst, draw_channel(inst, seed=case, round=2))
-        q = float(10 ** rng.uniform(-2, 1))
-        ctl.V = _balanced_v(ctl, c, q, rng)
-        got = ctl.decide(c, q)
-        best = _enumerate(ctl, c, q)[0][0]
+        ctl, got, best = _random_decision(small_instance, rng, options, seed=case, round=2)
         assert got.objective >= best * (1 - 1e-12)  # round-off of τ*(m) only
         assert got.lower_bound <= best * (1 + 1e-12)  # a valid bound; round-off only
         if got.optimal:
@@ -160,13 +165,7 @@ def test_round_status_says_whether_the_decision_is_certified(small_instance, rng
     uncertified answer is CONVERGED, with its node budget spent MAX_ITERATIONS."""
     seen = set()
     for case in range(6):
-        inst = _instance(small_instance, 3, rng, bandwidth_hz=float(10 ** rng.uniform(4.5, 5.5)))
-        ctl = TSFAController(inst, 4, V=1.0, **options)
-        c = snr_hz(inst, draw_channel(inst, seed=case, round=4))
-        q = float(10 ** rng.uniform(-2, 1))
-        ctl.V = _balanced_v(ctl, c, q, rng)
-        got = ctl.decide(c, q)
-        best = _enumerate(ctl, c, q)[0][0]
+        ctl, got, best = _random_decision(small_instance, rng, options, seed=case, round=4)
         certified = got.objective - got.lower_bound <= ctl.rtol * got.objective
         assert (got.status is Status.OPTIMAL) == certified == got.optimal
         if certified:
