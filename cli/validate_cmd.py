@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +13,9 @@ from fedopt.cli._common import OutputFormat, err, print_json, progress, user_err
 
 #: keys of ``--format json`` per method that scripts rely on (issue contract)
 JSON_KEYS = ("final_train_loss", "final_eval_loss", "perplexity", "measured_aggregation_error",
-             "predicted_aggregation_error", "latency_s")
+             "predicted_aggregation_error", "latency_s", "retained_gain")
+#: top-level keys of ``--format json`` (issue contract)
+JSON_TOP_KEYS = ("instance", "settings", "methods", "base_eval_loss")
 
 
 def _parse_seeds(text: str) -> tuple[int, ...]:
@@ -73,7 +76,8 @@ def render_table(report: dict[str, Any]) -> str:
     """The predicted-vs-measured table of a validation report."""
     cols = [("method", None), ("r", None), ("L", None), ("pred. gap", ".4g"),
             ("pred. agg. err", ".3e"), ("meas. agg. err", ".3e"), ("meas/pred", ".3f"),
-            ("train loss", ".4f"), ("eval loss", ".4f"), ("perplexity", ".4f"),
+            ("train loss", ".4f"), ("eval loss", ".4f"), ("retained", ".3f"),
+            ("perplexity", ".4f"),
             ("airtime ms", ".2f"), ("latency ms", ".1f"), ("energy mJ", ".3g")]
     rows = []
     for name, m in report["methods"].items():
@@ -86,7 +90,7 @@ def render_table(report: dict[str, Any]) -> str:
             name, _fmt(m.get("rank")), _fmt(m.get("streams")), _fmt(m.get("predicted_gap"), ".4g"),
             _fmt(pred, ".3e"), _fmt(meas, ".3e"), _fmt(ratio, ".3f"),
             _fmt(m.get("final_train_loss"), ".4f"), _fmt(m.get("final_eval_loss"), ".4f"),
-            _fmt(m.get("perplexity"), ".4f"), _fmt(m.get("airtime_s"), ".2f", 1e3),
+            _fmt(m.get("retained_gain"), ".3f"), _fmt(m.get("perplexity"), ".4f"), _fmt(m.get("airtime_s"), ".2f", 1e3),
             _fmt(m.get("latency_s"), ".1f", 1e3),
             _fmt(m.get("energy_j_max"), ".3g", 1e3),
         ])
@@ -101,6 +105,8 @@ def render_table(report: dict[str, Any]) -> str:
         f"instance {report['instance']}; {s['rounds']} rounds x seeds {s['seeds']} "
         f"(mean over seeds); {s['optimizer']} lr {s['lr']:g}; aircomp path {s['mode']}; "
         f"{report['wall_s']:.0f} s",
+        f"base model (before fine-tuning): eval loss {_fmt(report.get('base_eval_loss'), '.4f')}"
+        "; retained = fine-tuning gain retained, (base − method) / (base − ideal)",
         "agg. err = ‖ĝ − ḡ‖² per round (mean); pred. = spec 02 §3 for AirComp, the dropped energy "
         "Σ φ_k ‖dropped_k‖² (an upper bound) for digital; energy = max per device per round",
     ]
@@ -118,7 +124,7 @@ def render_table(report: dict[str, Any]) -> str:
 def validate(
     source: Annotated[str, typer.Argument(
         help="Plan file (.json/.npz from `fedopt solve -o`) or instance file / preset name "
-        "(solved first).")] = "tiny-char",
+        "(solved first).")] = "char-tasks",
     instance: Annotated[str | None, typer.Option(
         "--instance", help="Instance of a plan file (default: the plan's preset).")] = None,
     method: Annotated[str, typer.Option(
@@ -134,7 +140,9 @@ def validate(
     seeds: Annotated[str | None, typer.Option(
         "--seeds", help="Comma-separated seeds (default 0,1,2; 0 with --quick).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="A short smoke run.")] = False,
-    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Local learning rate.")] = 1.5,
+    lr: Annotated[float | None, typer.Option(
+        "--lr", min=0.0, help="Local learning rate (default: the testbed's, 1.0 on "
+        "domain-shift, 1.5 on pydoc-topics).")] = None,
     optimizer: Annotated[str, typer.Option("--optimizer", help="sgd or adamw.")] = "sgd",
     mode: Annotated[str, typer.Option(
         "--mode", help="AirComp path: exact (symbol level) or equivalent (validated "
@@ -146,6 +154,9 @@ def validate(
     fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
     = OutputFormat.text,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    device: Annotated[str, typer.Option(
+        "--device", help="Where the loop trains: cpu (bit-exact) or cuda[:N] where torch sees "
+        "a GPU.")] = "cpu",
 ) -> None:
     """Run a plan through the federated LoRA loop and compare predicted with measured
     aggregation error, loss, perplexity, latency and energy (optionally against baselines)."""
@@ -154,12 +165,13 @@ def validate(
         from fedopt.solvers.validation import validate as run
 
         plan, inst = _load(source, instance)
-        base = ValidateSettings.quick() if quick else ValidateSettings()
-        settings = ValidateSettings(
-            rounds=rounds or base.rounds,
+        testbed = inst.learning.testbed
+        base = (ValidateSettings.quick(testbed) if quick
+                else ValidateSettings.for_testbed(testbed))
+        settings = replace(
+            base, rounds=rounds or base.rounds,
             seeds=_parse_seeds(seeds) if seeds is not None else base.seeds,
-            eval_every=base.eval_every, eval_batches=base.eval_batches, lr=lr,
-            optimizer=optimizer, mode=mode)
+            lr=base.lr if lr is None else lr, optimizer=optimizer, mode=mode, device=device)
         extra: tuple[str, ...] = ()
         if compare is not None:
             extra = tuple(x.strip() for x in compare.split(",") if x.strip())

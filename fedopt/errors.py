@@ -14,6 +14,7 @@ __all__ = [
     "ChannelFileError",
     "PlanError",
     "CheckpointError",
+    "CorpusError",
     "InfeasibleError",
     "SolverError",
 ]
@@ -68,3 +69,8 @@ class SolverError(FedOptError, RuntimeError):
 
 class CheckpointError(FedOptError, ValueError):
     """A model checkpoint is missing, unreadable, or not a fedopt character-model checkpoint."""
+
+
+class CorpusError(FedOptError, ValueError):
+    """The shipped text-corpus snapshot is missing, corrupt (checksum mismatch) or of another
+    version than this fedopt expects."""

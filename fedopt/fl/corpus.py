@@ -1,38 +1,104 @@
-"""The text corpus and its character vocabulary (spec 05 §1).
+"""The text corpus snapshot and its character vocabulary (spec 05 §1).
 
-The corpus ships with Python itself: ``pydoc_data.topics.topics``, about 80 named help topics
-(≈ 465k characters), so nothing is downloaded at run time. Text is modelled character by
-character with a :class:`CharVocab` (the sorted distinct characters of the corpus plus one
-unknown id).
+All text comes from one snapshot shipped in the package (``fedopt/assets/corpus-v1.json.xz``,
+built once by :mod:`fedopt.fl.corpus_build` from text that ships with CPython), so nothing is
+downloaded at run time and every Python version reads the same bytes. The snapshot holds
+*domains* of named documents: ``prose`` (the ``pydoc_data`` help topics and IDLE's text files:
+what the base model is pre-trained on) and the downstream tasks ``code``, ``markup``,
+``decimal`` and ``mail`` (:data:`TASKS`). :func:`load_snapshot` checks the file's SHA-256
+against :data:`SNAPSHOT_SHA256` and its version against :data:`SNAPSHOT_VERSION` and raises
+:class:`~fedopt.errors.CorpusError` otherwise.
+
+Text is modelled character by character with a :class:`CharVocab` (the sorted distinct
+characters plus one unknown id). :func:`load_corpus` is the ``pydoc_data`` topics alone (the
+corpus of the ``tiny-char`` testbed).
 
 Public through :mod:`fedopt.fl.data`. This module needs numpy only.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import lzma
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fedopt.errors import InvalidArgumentError
+from fedopt.errors import CorpusError, InvalidArgumentError
 
-__all__ = ["VOCAB_SCHEMA_VERSION", "load_corpus", "CharVocab"]
+__all__ = ["VOCAB_SCHEMA_VERSION", "SNAPSHOT_VERSION", "SNAPSHOT_SHA256", "TASKS",
+           "BASE_DOMAIN", "load_snapshot", "load_corpus", "CharVocab"]
 
 #: Version stamp written by :meth:`CharVocab.to_dict`.
 VOCAB_SCHEMA_VERSION = 1
 
 
-def load_corpus() -> dict[str, str]:
-    """The text corpus: Python's ``pydoc_data.topics`` as ``{topic name: text}``, sorted by name.
+#: version of the snapshot format and content this fedopt reads
+SNAPSHOT_VERSION = 1
+#: file name under ``fedopt/assets``
+SNAPSHOT_ASSET = f"corpus-v{SNAPSHOT_VERSION}.json.xz"
+#: SHA-256 of the shipped snapshot file (printed by ``python -m fedopt.fl.corpus_build``)
+SNAPSHOT_SHA256 = "b763b79b2b59c83f3b69caa5d9f758d3d31d1915db0c91f9d72607990a721f00"
+#: the domain the base model is pre-trained on
+BASE_DOMAIN = "prose"
+#: the downstream tasks (domains the base model never saw)
+TASKS = ("code", "markup", "decimal", "mail")
 
-    Returns a fresh dict on every call (mutating it does not touch the standard library's copy);
-    the order is deterministic (sorted names), whatever the Python build's insertion order.
+
+@functools.lru_cache(maxsize=2)
+def _snapshot_text(path: str | None) -> str:
+    if path is None:
+        res = resources.files("fedopt") / "assets" / SNAPSHOT_ASSET
+        where = f"fedopt/assets/{SNAPSHOT_ASSET}"
+        try:
+            data = res.read_bytes()
+        except OSError as exc:
+            raise CorpusError(f"corpus snapshot {where} is missing ({exc}); reinstall fedopt")
+    else:
+        where = path
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise CorpusError(f"corpus snapshot {where}: cannot read it ({exc})")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != SNAPSHOT_SHA256:
+        raise CorpusError(
+            f"corpus snapshot {where}: SHA-256 {digest[:16]}… does not match the expected "
+            f"{SNAPSHOT_SHA256[:16]}… (corrupt or of another fedopt version); reinstall fedopt, "
+            f"or rebuild it with `python -m fedopt.fl.corpus_build --write` and update "
+            f"SNAPSHOT_SHA256")
+    try:
+        return lzma.decompress(data).decode("ascii")
+    except (lzma.LZMAError, UnicodeDecodeError) as exc:  # pragma: no cover - checksum first
+        raise CorpusError(f"corpus snapshot {where}: not an xz-compressed JSON file ({exc})")
+
+
+def load_snapshot(path: str | Path | None = None) -> dict[str, dict[str, str]]:
+    """The snapshot's domains ``{domain: {document name: text}}`` (a fresh dict every call).
+
+    ``path``: another snapshot file (tests); default the shipped one. Raises
+    :class:`~fedopt.errors.CorpusError` when the file is missing, its SHA-256 differs from
+    :data:`SNAPSHOT_SHA256`, or its version from :data:`SNAPSHOT_VERSION`.
     """
-    from pydoc_data.topics import topics
+    snap = json.loads(_snapshot_text(None if path is None else str(path)))
+    if snap.get("version") != SNAPSHOT_VERSION:  # pragma: no cover - checksum covers it
+        raise CorpusError(f"corpus snapshot: version {snap.get('version')!r}, expected "
+                          f"{SNAPSHOT_VERSION}")
+    return snap["domains"]
 
-    return {name: str(topics[name]) for name in sorted(topics)}
+
+def load_corpus() -> dict[str, str]:
+    """The ``tiny-char`` corpus: the ``pydoc_data`` help topics as ``{topic name: text}``,
+    sorted by name, read from the snapshot (CPython 3.11's topics, whatever Python runs)."""
+    prose = load_snapshot()[BASE_DOMAIN]
+    return {name[len("topics/"):]: text for name, text in sorted(prose.items())
+            if name.startswith("topics/")}
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -187,6 +187,10 @@ class FederatedData:
         Union of the clients' held-out ids, concatenated in client order.
     concentration, heldout_fraction, seed, max_chars_per_topic
         The arguments used, for provenance.
+    tasks, client_tasks, task_mixing, task_heldout
+        Only for the downstream-task split (:func:`fedopt.fl.tasks.make_task_data`): the tasks,
+        each client's home task, the non-IID knob and every task's held-out ids; empty / None
+        for the topic split.
     """
 
     vocab: CharVocab
@@ -196,6 +200,10 @@ class FederatedData:
     heldout_fraction: float
     seed: int
     max_chars_per_topic: int | None
+    tasks: tuple[str, ...] = ()
+    client_tasks: tuple[str, ...] = ()
+    task_mixing: float | None = None
+    task_heldout: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_clients(self) -> int:
@@ -230,6 +238,8 @@ class FederatedData:
             "topics_per_client": self.topics_per_client,
             "data_sizes": self.data_sizes.tolist(),
             "heldout_sizes": [c.n_heldout for c in self.clients],
+            **({"tasks": list(self.tasks), "client_tasks": list(self.client_tasks),
+                "task_mixing": self.task_mixing} if self.tasks else {}),
         }
 
 

@@ -16,7 +16,18 @@ from typing import Any
 from fedopt.errors import InvalidArgumentError, PlanError
 from fedopt.instance import Instance
 
-__all__ = ["TrainingRecipe", "check_model_layers", "loop_layers"]
+__all__ = ["LORA_SCALINGS", "TESTBED_RECIPES", "TrainingRecipe", "check_model_layers",
+           "loop_layers"]
+
+#: how the LoRA scale α/r depends on the rank (:attr:`TrainingRecipe.lora_scaling`)
+LORA_SCALINGS = ("rank-stabilized", "constant")
+
+#: per testbed, the fields of :class:`TrainingRecipe` that differ from the defaults (the
+#: defaults are ``pydoc-topics``'): measured on the testbed, see :class:`TrainingRecipe`
+TESTBED_RECIPES: dict[str, dict[str, Any]] = {
+    "pydoc-topics": {},
+    "domain-shift": {"lr": 1.0, "lora_scaling": "constant", "alpha_scale": 1.0},
+}
 
 
 @dataclass(frozen=True)
@@ -33,13 +44,21 @@ class TrainingRecipe:
         blow-up.
     eval_every, eval_batches
         Held-out evaluation cadence and size (batches of 64 windows).
-    data_seed, concentration
-        The client split (fixed across seeds: the instance's data shares).
-    alpha_scale : float
-        c in the LoRA α = c·√r, i.e. the scale α/r = c/√r (rank-stabilized LoRA). With α = r
-        (scale 1) the size of an SGD step on W grows like r and FedSGD at a fixed learning rate
-        diverges at large ranks (measured: r = 16 and 32 at lr 2); c/√r keeps the step size
-        independent of r, so that methods with different ranks are compared at equal step.
+    data_seed, concentration, task_mixing
+        The client split (fixed across seeds: the instance's data shares); ``task_mixing`` is
+        the non-IID knob of the ``domain-shift`` testbed (0: every client on its own task).
+    alpha_scale, lora_scaling
+        c in the LoRA α: ``"rank-stabilized"`` α = c·√r (the scale α/r = c/√r) or
+        ``"constant"`` α = c·r (the scale α/r = c for every rank). On ``pydoc-topics`` at lr
+        1.5–2, α = r made FedSGD diverge at large ranks, and c/√r was chosen. With FedSGD
+        (E = 1) and B = 0 at the start, one step changes W by (α/r)²·lr·G·AᵀA ≈
+        (α/r)²·lr·G·P_r/3 (P_r the projection onto the r rows of A): under c/√r the step shrinks
+        like 1/√r and *smaller* ranks train faster at equal rounds (measured on
+        ``domain-shift``: r = 4 best, r = 32 worst at lr 1.5, r = 1 best at lr 0.5), so the rank
+        would act as a learning rate. Under a constant scale the step is c²·lr·G·P_r/3: a
+        larger rank captures more of the gradient at the same step size, which is the setting
+        of the gap model (ε(r) falls with r; the per-entry update scale does not depend on r,
+        so the aggregation error grows like q(r)). ``domain-shift`` uses it (lr 1.0, c = 1).
     """
 
     optimizer: str = "sgd"
@@ -52,11 +71,34 @@ class TrainingRecipe:
     data_seed: int = 0
     concentration: float = 1.0
     alpha_scale: float = 2.0
+    task_mixing: float = 0.0
+    lora_scaling: str = "rank-stabilized"
 
     def __post_init__(self) -> None:
         if not (self.alpha_scale > 0 and math.isfinite(self.alpha_scale)):
             raise InvalidArgumentError(
                 f"alpha_scale: got {self.alpha_scale!r}, must be a positive number")
+        if self.lora_scaling not in LORA_SCALINGS:
+            raise InvalidArgumentError(
+                f"lora_scaling: got {self.lora_scaling!r}, must be one of "
+                f"{', '.join(LORA_SCALINGS)}")
+        if not (isinstance(self.task_mixing, (int, float)) and 0 <= self.task_mixing <= 1):
+            raise InvalidArgumentError(
+                f"task_mixing: got {self.task_mixing!r}, must be a number in [0, 1]")
+
+    @classmethod
+    def for_testbed(cls, testbed: str, **changes: Any) -> Any:
+        """The recipe a testbed trains with (:data:`TESTBED_RECIPES`), with ``changes``."""
+        if testbed not in TESTBED_RECIPES:
+            raise InvalidArgumentError(
+                f"testbed: got {testbed!r}, must be one of {', '.join(TESTBED_RECIPES)}")
+        return cls(**{**TESTBED_RECIPES[testbed], **changes})
+
+    def alpha(self, rank: int) -> float:
+        """The LoRA α at ``rank`` (``alpha_scale`` and ``lora_scaling``)."""
+        if self.lora_scaling == "constant":
+            return self.alpha_scale * rank
+        return self.alpha_scale * math.sqrt(rank)
 
     def loop_config(self, instance: Instance, *, rounds: int, seed: int, **changes: Any) -> Any:
         """The :class:`~fedopt.fl.loop.LoopConfig` of a run of ``rounds`` rounds."""
@@ -70,43 +112,56 @@ class TrainingRecipe:
         return LoopConfig(**{**settings, **changes})
 
     def lora_model(self, base: Any, rank: int, seed: int) -> tuple[Any, dict[str, Any]]:
-        """A copy of the base model with LoRA at ``rank`` (α = ``alpha_scale``·√r, A drawn
-        from ``seed``) on its attention projections; returns (model, adapters)."""
+        """A copy of the base model with LoRA at ``rank`` (α = :meth:`alpha`, A drawn from
+        ``seed``) on its attention projections; returns (model, adapters)."""
         import torch
 
         from fedopt.fl.lora import apply_lora
 
         model = copy.deepcopy(base.model)
-        mods = apply_lora(model, rank, alpha=self.alpha_scale * math.sqrt(rank),
+        mods = apply_lora(model, rank, alpha=self.alpha(rank),
                           generator=torch.Generator().manual_seed(int(seed)))
         return model, mods
 
-    def client_data(self, n_clients: int) -> Any:
-        """The clients' training and held-out text (:func:`fedopt.fl.data.make_federated_data`)."""
-        from fedopt.fl.data import make_federated_data
+    def client_data(self, instance: Instance | int) -> Any:
+        """The clients' training and held-out text on the instance's testbed (an int: that many
+        clients on ``pydoc-topics``), one client per device."""
+        from fedopt.fl.testbed import get_testbed
 
-        return make_federated_data(n_clients, concentration=self.concentration,
-                                   seed=self.data_seed)
+        if isinstance(instance, Instance):
+            bed, n = get_testbed(instance.learning.testbed), instance.n_devices
+        else:
+            bed, n = get_testbed("pydoc-topics"), int(instance)
+        return bed.client_data(n, concentration=self.concentration, seed=self.data_seed,
+                               task_mixing=self.task_mixing)
+
+    @staticmethod
+    def base_model(instance: Instance) -> Any:
+        """The pre-trained base model of the instance's testbed."""
+        from fedopt.fl.testbed import get_testbed
+
+        return get_testbed(instance.learning.testbed).base_model()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def loop_layers() -> list[dict[str, Any]]:
-    """The LoRA layer list (``lora.layers``) of the model the loop trains."""
+def loop_layers(testbed: str = "pydoc-topics") -> list[dict[str, Any]]:
+    """The LoRA layer list (``lora.layers``) of the model the loop trains on ``testbed``."""
     import torch
 
     from fedopt.fl.lora import apply_lora, lora_layer_spec
-    from fedopt.fl.pretrained import base_model
+    from fedopt.fl.testbed import get_testbed
 
-    model = copy.deepcopy(base_model().model)
+    model = copy.deepcopy(get_testbed(testbed).base_model().model)
     return lora_layer_spec(apply_lora(model, 1, generator=torch.Generator().manual_seed(0)))
 
 
 def check_model_layers(instance: Instance) -> None:
     """Raise :class:`PlanError` unless the instance's LoRA layers are those the loop trains
     (otherwise every prediction would describe another model's payload q(r))."""
-    want = sorted((d["d_out"], d["d_in"], d["count"]) for d in loop_layers())
+    want = sorted((d["d_out"], d["d_in"], d["count"])
+                  for d in loop_layers(instance.learning.testbed))
     have = sorted((layer.d_out, layer.d_in, layer.count) for layer in instance.lora.layers)
     if want != have or instance.lora.factors != "AB":
         shown = ", ".join(f"{c} x ({o} x {i})" for o, i, c in want)
@@ -114,5 +169,5 @@ def check_model_layers(instance: Instance) -> None:
             f"lora.layers: instance {instance.name!r} describes "
             f"{', '.join(f'{c} x ({o} x {i})' for o, i, c in have)} (factors "
             f"{instance.lora.factors}), but the validation loop's model adapts {shown} (factors "
-            f"AB); predictions must describe the model actually trained. Use the 'tiny-char' "
-            f"preset, or copy its lora section into your instance")
+            f"AB); predictions must describe the model actually trained. Use the 'char-tasks' or "
+            f"'tiny-char' preset, or copy its lora section into your instance")

@@ -21,6 +21,7 @@ from fedopt.instance.sections import (
     FADING_MODELS,
     PATH_LOSS_MODELS,
     SPECTRUM_KINDS,
+    TESTBEDS,
     AirCompSpec,
     ChannelSpec,
     ConstraintsSpec,
@@ -167,6 +168,7 @@ def _read_learning(r: Reader) -> LearningSpec | None:
         spectrum_s1=r.number("spectrum_s1", ge=0),
         spectrum_alpha=r.number("spectrum_alpha", gt=0),
         spectrum_values=r.vector("spectrum_values", None, ge=0),
+        testbed=r.choice("testbed", TESTBEDS),
     )
     r.finish()
     if not _complete(out):

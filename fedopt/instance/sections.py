@@ -18,6 +18,7 @@ __all__ = [
     "FADING_MODELS",
     "FACTOR_MODES",
     "SPECTRUM_KINDS",
+    "TESTBEDS",
     "BITS_PER_PARAM",
     "ServerSpec",
     "DevicesSpec",
@@ -33,6 +34,8 @@ __all__ = [
 FADING_MODELS = ("rayleigh", "rician")
 FACTOR_MODES = ("AB", "A", "B")
 SPECTRUM_KINDS = ("power_law", "measured")
+#: the fine-tuning testbeds of the validation loop (fedopt.fl.testbed)
+TESTBEDS = ("pydoc-topics", "domain-shift")
 BITS_PER_PARAM = (16, 32)
 
 
@@ -255,6 +258,12 @@ class LearningSpec:
         α of the power-law profile.
     spectrum_values : tuple of float
         Measured singular values (descending) when ``spectrum_kind == "measured"``.
+    testbed : {"pydoc-topics", "domain-shift"}
+        The fine-tuning testbed of ``fedopt validate`` and ``fedopt calibrate``
+        (:mod:`fedopt.fl.testbed`): which base model the loop adapts and which text the clients
+        fine-tune on. ``pydoc-topics``: a base pre-trained on all help topics, clients on
+        topics of the same text; ``domain-shift``: a base pre-trained on prose, clients on four
+        downstream tasks it never saw (code, markup, decimal test cases, e-mail).
     """
 
     smoothness: float = 10.0
@@ -272,6 +281,7 @@ class LearningSpec:
     spectrum_s1: float = 1.0
     spectrum_alpha: float = 1.0
     spectrum_values: tuple[float, ...] = ()
+    testbed: str = "pydoc-topics"
 
 
 @dataclass(frozen=True)

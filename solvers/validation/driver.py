@@ -44,10 +44,15 @@ from fedopt.solvers.registry import names as registry_names
 from fedopt.solvers.result import Callback
 from fedopt.solvers.validation.adapters import RoundBeamformers
 from fedopt.solvers.validation.builder import build_run
-from fedopt.solvers.validation.report import ValidationReport, combine_seeds, ordering
+from fedopt.solvers.validation.report import (
+    ValidationReport,
+    combine_seeds,
+    ordering,
+    retained_gains,
+)
 
-__all__ = ["DEFAULT_BASELINES", "EXTRA_METHODS", "ValidateSettings", "check_model_layers",
-           "loop_layers", "valid_methods", "validate"]
+__all__ = ["DEFAULT_BASELINES", "EXTRA_METHODS", "ValidateSettings", "check_device",
+           "check_model_layers", "loop_layers", "run_plan", "valid_methods", "validate"]
 
 #: the comparison set of ``fedopt validate --baselines``
 DEFAULT_BASELINES = ("ideal", "fixed-rank", "random-plan", "single-stream", "digital")
@@ -73,17 +78,23 @@ class ValidateSettings(TrainingRecipe):
         AirComp path: symbol-level simulation or the validated equivalent noise.
     tsfa_v : float
         Lyapunov weight V of the digital baseline's online stage.
+    device : str
+        Where the loop trains: ``"cpu"`` (bit-exact, the default) or ``"cuda"`` /
+        ``"cuda:N"`` where torch sees a GPU.
     """
 
     rounds: int = 30
     seeds: tuple[int, ...] = (0, 1, 2)
     mode: str = "exact"
     tsfa_v: float = 0.01
+    device: str = "cpu"
 
     @classmethod
-    def quick(cls, **changes: Any) -> ValidateSettings:
-        """A short run for smoke tests: 8 rounds, one seed, small evaluations."""
-        return replace(cls(rounds=8, seeds=(0,), eval_every=2, eval_batches=2), **changes)
+    def quick(cls, testbed: str = "pydoc-topics", **changes: Any) -> ValidateSettings:
+        """A short run for smoke tests: 8 rounds, one seed, small evaluations (the testbed's
+        recipe otherwise)."""
+        return cls.for_testbed(testbed, **{"rounds": 8, "seeds": (0,), "eval_every": 2,
+                                           "eval_batches": 2, **changes})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -98,6 +109,7 @@ class ValidateSettings(TrainingRecipe):
                 f"mode: got {self.mode!r}, must be 'exact' or 'equivalent'")
         if not (self.tsfa_v >= 0 and np.isfinite(self.tsfa_v)):
             raise InvalidArgumentError(f"tsfa_v: got {self.tsfa_v!r}, must be >= 0")
+        check_device(self.device)
         from fedopt.fl.loop import LoopConfig
 
         LoopConfig(rounds=self.rounds, optimizer=self.optimizer, lr=self.lr,
@@ -114,6 +126,24 @@ class ValidateSettings(TrainingRecipe):
         return d
 
 
+def check_device(device: str) -> str:
+    """``device`` if torch can train there: ``cpu``, or ``cuda[:N]`` with a visible GPU."""
+    if device == "cpu":
+        return device
+    if not isinstance(device, str) or not (device == "cuda" or (
+            device.startswith("cuda:") and device[5:].isdigit())):
+        raise InvalidArgumentError(f"device: got {device!r}, must be 'cpu', 'cuda' or 'cuda:N'")
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device[5:]) if ":" in device else 0
+    if index >= count:
+        raise InvalidArgumentError(
+            f"device: got {device!r}, but torch sees {count} CUDA device(s) on this machine; "
+            f"use 'cpu'" + (f" or cuda:0..cuda:{count - 1}" if count else ""))
+    return device
+
+
 def valid_methods() -> list[str]:
     """Every name :func:`validate` runs: the registry's AirComp methods, ``ideal``, ``digital``."""
     return [*registry_names("planner"), *registry_names("beamforming"), *EXTRA_METHODS]
@@ -127,7 +157,11 @@ def _instance_for_data(instance: Instance, data_sizes: np.ndarray) -> Instance:
 
 
 def _method_names(plan: Plan | None, method: str, baselines: Sequence[str]) -> list[str]:
+    """The main method, the baselines, and ``ideal`` (always: it is the reference of every
+    method's retained gain)."""
     names = [method, *[b for b in baselines if b != method]]
+    if "ideal" not in names:
+        names.append("ideal")
     valid = valid_methods()
     for name in names:
         if name not in valid:
@@ -191,33 +225,53 @@ class _Context:
     cache: dict
 
 
-def _run_seed(ctx: _Context, name: str, seed: int) -> tuple[dict[str, Any], Any] | str:
-    """One (method, seed) run: its summary and history, or the error that kept it from running."""
+def run_plan(plan: Plan, instance: Instance, settings: ValidateSettings, seed: int, *,
+             ideal: bool = False, data: Any = None, base: Any = None,
+             cache: dict | None = None, out_dir: Path | None = None, resume: bool = False,
+             name: str = "run", callback: Callback | None = None
+             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One run of ``plan`` (or, with ``ideal``, error-free aggregation at its rank) through the
+    loop for ``seed``: its summary (with ``rank``, ``streams``, ``predicted``) and history.
+
+    ``data`` and ``base`` default to the instance's testbed (``settings.client_data`` /
+    ``settings.base_model``); pass them when running many plans on one split. Raises the
+    :class:`~fedopt.errors.FedOptError` that keeps the plan from running (e.g. infeasible).
+    """
     from fedopt.fl.loop import run_federated
 
-    s = ctx.settings
-    try:
-        run = build_run(ctx.plans(name, seed), ctx.instance, seed=seed, mode=s.mode,
-                        tsfa_v=s.tsfa_v, ideal=name == "ideal", cache=ctx.cache)
-    except FedOptError as exc:
-        return f"{type(exc).__name__}: {exc}"
-    model, _ = run.lora_model(ctx.base, s, seed)
-    start, label = ctx.progress.done, f"{name} seed {seed}"
+    data = settings.client_data(instance) if data is None else data
+    base = settings.base_model(instance) if base is None else base
+    run = build_run(plan, instance, seed=seed, mode=settings.mode, tsfa_v=settings.tsfa_v,
+                    ideal=ideal, cache=cache)
+    model, _ = run.lora_model(base, settings, seed)
+    model.to(settings.device)
     res = run_federated(
-        model, ctx.data, run.aggregator, s.loop_config(ctx.instance, seed),
-        compute_time_s=float(np.max(ctx.instance.compute_time_s)),
-        out_dir=None if ctx.out is None else ctx.out / name / f"seed-{seed}",
-        resume=ctx.resume, name=f"{name}/seed-{seed}",
-        metadata={"method": name, "seed": int(seed), "rank": run.rank, "streams": run.streams,
-                  "predicted": run.predicted},
-        callback=lambda rec: ctx.progress.report(start + rec["round"] + 1, label))
-    ctx.progress.done = start + s.rounds
+        model, data, run.aggregator, settings.loop_config(instance, seed),
+        compute_time_s=float(np.max(instance.compute_time_s)), out_dir=out_dir, resume=resume,
+        name=name, metadata={"method": name.split("/")[0], "seed": int(seed), "rank": run.rank,
+                             "streams": run.streams, "predicted": run.predicted},
+        callback=callback)
     summ = {**res.summary, "seed": int(seed), "rank": run.rank, "streams": run.streams,
             "predicted": run.predicted}
     if isinstance(run.adapter, RoundBeamformers):
         summ["beamforming_solves"] = run.adapter.solves
         summ["beamforming_time_s"] = run.adapter.solve_time_s
     return summ, res.history
+
+
+def _run_seed(ctx: _Context, name: str, seed: int) -> tuple[dict[str, Any], Any] | str:
+    """One (method, seed) run: its summary and history, or the error that kept it from running."""
+    start, label = ctx.progress.done, f"{name} seed {seed}"
+    try:
+        out = run_plan(ctx.plans(name, seed), ctx.instance, ctx.settings, seed,
+                       ideal=name == "ideal", data=ctx.data, base=ctx.base, cache=ctx.cache,
+                       out_dir=None if ctx.out is None else ctx.out / name / f"seed-{seed}",
+                       resume=ctx.resume, name=f"{name}/seed-{seed}",
+                       callback=lambda rec: ctx.progress.report(start + rec["round"] + 1, label))
+    except FedOptError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    ctx.progress.done = start + ctx.settings.rounds
+    return out
 
 
 def _run_method(ctx: _Context, name: str) -> dict[str, Any]:
@@ -238,6 +292,26 @@ def _run_method(ctx: _Context, name: str) -> dict[str, Any]:
         per_seed.append(summ)
         curves.append(([r["train_loss"] for r in history], [r["eval_loss"] for r in history]))
     return combine_seeds(per_seed, curves, error)
+
+
+def _base_eval_loss(base: Any, data: Any, settings: ValidateSettings) -> float:
+    """The base model's loss on the global held-out set, evaluated as the loop evaluates (the
+    LoRA model at initialization is the base model, so this is every run's round-0 loss)."""
+    import copy
+
+    from fedopt.fl.training import evaluate_loss
+
+    model = copy.deepcopy(base.model).to(settings.device)
+    return float(evaluate_loss(model, data.global_heldout, model.seq_len,
+                               max_batches=settings.eval_batches).loss)
+
+
+def _data_summary(data: Any) -> dict[str, Any]:
+    out = {"data_sizes": data.data_sizes.tolist(), "topics_per_client": data.topics_per_client}
+    if data.tasks:
+        out.update(tasks=list(data.tasks), client_tasks=list(data.client_tasks),
+                   task_mixing=data.task_mixing)
+    return out
 
 
 def validate(instance: Instance, *, plan: Plan | None = None, method: str = "airfl-lora",
@@ -282,28 +356,28 @@ def validate(instance: Instance, *, plan: Plan | None = None, method: str = "air
         curves, or ``error`` when the method could not run (e.g. infeasible).
     """
     from fedopt.fl.loop import check_out_dir
-    from fedopt.fl.pretrained import base_model
 
     t_start = time.perf_counter()
-    settings = settings or ValidateSettings()
+    settings = settings or ValidateSettings.for_testbed(instance.learning.testbed)
     check_model_layers(instance)
     if plan is not None:
         plan.check(instance)
         method = plan.method
     names = _method_names(plan, method, baselines)
     out = None if out_dir is None else check_out_dir(out_dir)
-    data = settings.client_data(instance.n_devices)
+    data = settings.client_data(instance)
     inst = _instance_for_data(instance, data.data_sizes)
     if plan is not None and inst is not instance:
         plan.check(inst)
-    ctx = _Context(inst, data, base_model(), settings, _Plans(inst, plan, method),
+    base = settings.base_model(instance)
+    base_loss = _base_eval_loss(base, data, settings)
+    ctx = _Context(inst, data, base, settings, _Plans(inst, plan, method),
                    _Progress(callback, len(names) * len(settings.seeds) * settings.rounds),
                    out, resume, {})
-    results = {name: _run_method(ctx, name) for name in names}
+    results = retained_gains({name: _run_method(ctx, name) for name in names}, base_loss)
     report = ValidationReport(
         instance=inst.name, instance_digest=inst.digest(), settings=settings.to_dict(),
-        main_method=method, data={"data_sizes": data.data_sizes.tolist(),
-                                  "topics_per_client": data.topics_per_client},
+        main_method=method, data=_data_summary(data), base_eval_loss=base_loss,
         methods=results, ordering=ordering(results), wall_s=time.perf_counter() - t_start,
         out_dir=None if out is None else str(out), stopped=ctx.progress.stopped)
     if out is not None:

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["REPORTED", "ValidationReport", "combine_seeds", "ordering"]
+__all__ = ["REPORTED", "ValidationReport", "combine_seeds", "ordering", "retained_gain",
+           "retained_gains"]
 
 #: the measured quantities averaged over seeds (each with a ``*_std``)
 REPORTED = ("final_train_loss", "final_eval_loss", "perplexity", "measured_aggregation_error",
@@ -31,9 +32,14 @@ class ValidationReport:
     main_method : str
         The plan's method.
     data : dict
-        The client split: ``data_sizes`` and ``topics_per_client``.
+        The client split: ``data_sizes`` and ``topics_per_client`` (and ``tasks``,
+        ``client_tasks``, ``task_mixing`` on the ``domain-shift`` testbed).
+    base_eval_loss : float or None
+        The base model (before fine-tuning) on the global held-out set: every method's
+        ``retained_gain`` is measured from it.
     methods : dict
-        Per method name: the means over seeds of :data:`REPORTED` (each with ``*_std``), the
+        Per method name: the means over seeds of :data:`REPORTED` (each with ``*_std``),
+        ``retained_gain`` (:func:`retained_gain` of the mean losses; per seed in ``seeds``), the
         ``rank``/``streams`` used, ``predicted_gap``, the per-seed summaries (``seeds``) and the
         per-round ``curves``; or ``error`` when the method could not run.
     ordering : dict
@@ -54,6 +60,7 @@ class ValidationReport:
     wall_s: float
     out_dir: str | None = None
     stopped: bool = field(default=False)
+    base_eval_loss: float | None = None
 
     def to_dict(self, *, per_seed: bool = True) -> dict[str, Any]:
         """The JSON form (``validate.json``; ``fedopt validate --format json`` without the
@@ -62,7 +69,7 @@ class ValidationReport:
                    for k, v in self.methods.items()}
         out = {"instance": self.instance, "instance_digest": self.instance_digest,
                "settings": self.settings, "main_method": self.main_method, "data": self.data,
-               "methods": methods, "ordering": self.ordering, "wall_s": self.wall_s}
+               "base_eval_loss": self.base_eval_loss, "methods": methods, "ordering": self.ordering, "wall_s": self.wall_s}
         if self.out_dir is not None:
             out["out_dir"] = self.out_dir
         if self.stopped:
@@ -121,3 +128,32 @@ def ordering(results: Mapping[str, Any]) -> dict[str, Any]:
             agree += both[a]["final_eval_loss"] <= both[b]["final_eval_loss"]
     return {"by_predicted_gap": pred, "by_measured_eval_loss": meas,
             "concordant_pairs": agree, "pairs": pairs}
+
+
+def retained_gain(base: float | None, method: float | None, ideal: float | None) -> float | None:
+    """The fine-tuning gain a method retains: (base − method) / (base − ideal).
+
+    1 is ideal aggregation's gain, 0 no gain at all, below 0 a model worse than the base. None
+    when a loss is missing or ideal gained nothing (base − ideal ≤ 0: there is no gain to keep).
+    """
+    if base is None or method is None or ideal is None:
+        return None
+    gain = float(base) - float(ideal)
+    if not (gain > 0 and math.isfinite(gain) and math.isfinite(float(method))):
+        return None
+    return (float(base) - float(method)) / gain
+
+
+def retained_gains(results: dict[str, dict[str, Any]], base: float | None
+                   ) -> dict[str, dict[str, Any]]:
+    """``results`` with ``retained_gain`` on every method entry (against ``ideal``'s mean loss)
+    and on every per-seed summary (against the same seed's ideal run)."""
+    ideal = results.get("ideal", {})
+    ideal_seed = {s["seed"]: s.get("final_eval_loss") for s in ideal.get("seeds", [])}
+    for entry in results.values():
+        entry["retained_gain"] = retained_gain(base, entry.get("final_eval_loss"),
+                                               ideal.get("final_eval_loss"))
+        for summ in entry.get("seeds", []):
+            summ["retained_gain"] = retained_gain(base, summ.get("final_eval_loss"),
+                                                  ideal_seed.get(summ["seed"]))
+    return results

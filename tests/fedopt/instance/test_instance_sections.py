@@ -12,6 +12,7 @@ from fedopt.instance import (
     FADING_MODELS,
     PATH_LOSS_MODELS,
     SPECTRUM_KINDS,
+    TESTBEDS,
     DevicesSpec,
     Instance,
     LoRALayer,
@@ -33,7 +34,8 @@ MINIMAL = {
 
 #: the allowed values of the choice fields
 OPTIONS = {"fading": FADING_MODELS, "path_loss": PATH_LOSS_MODELS, "factors": FACTOR_MODES,
-           "spectrum_kind": SPECTRUM_KINDS, "bits_per_param": BITS_PER_PARAM}
+           "spectrum_kind": SPECTRUM_KINDS, "bits_per_param": BITS_PER_PARAM,
+           "testbed": TESTBEDS}
 
 
 def _defaulted(key: str) -> list[dataclasses.Field]:

@@ -94,7 +94,7 @@ def test_plan_file_is_validated_under_its_method(tiny, tmp_path, invoke):
                   "equivalent", "--out", str(tmp_path / "out"), "--format", "json")
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
-    assert list(report["methods"]) == ["centroid-plan"]
+    assert list(report["methods"]) == ["centroid-plan", "ideal"]  # ideal: the reference
     m = report["methods"]["centroid-plan"]
     assert m["rank"] == json.loads(plan_path.read_text())["rank"]
     assert set(JSON_KEYS) <= set(m)
