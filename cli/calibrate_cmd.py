@@ -1,55 +1,125 @@
-"""``fedopt calibrate``: measure the gap model's update scale and spectrum with pilot runs."""
+"""``fedopt calibrate``: fit the gap model's constants to pilot runs of the FL loop."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from fedopt.cli._common import OutputFormat, print_json, user_errors
+from fedopt.cli._common import OutputFormat, print_json, progress, user_errors
+
+#: the names errors give the arguments of fedopt.solvers.validation.calibrate
+_OPTIONS = {"rounds": "--rounds", "ranks": "--ranks", "seeds": "--seeds",
+            "noise_levels": "--noise-levels", "noise_rank": "--noise-rank"}
+
+
+def _parse_list(option: str, text: str, kind: type, example: str) -> tuple[Any, ...]:
+    from fedopt.errors import InvalidArgumentError
+
+    try:
+        values = tuple(kind(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InvalidArgumentError(
+            f"{option}: got {text!r}, expected comma-separated "
+            f"{'integers' if kind is int else 'numbers'} such as {example}") from None
+    if not values:
+        raise InvalidArgumentError(f"{option}: got {text!r}, expected at least one value such "
+                                   f"as {example}")
+    return values
+
+
+def _command(source: str, plan: Any) -> str:
+    return (f"fedopt calibrate {shlex.quote(source)} --rounds {plan.rounds} --seeds "
+            f"{','.join(map(str, plan.seeds))} --ranks {','.join(map(str, plan.ranks))} "
+            f"--noise-levels {','.join(f'{x:g}' for x in plan.noise_levels)} --noise-rank "
+            f"{plan.noise_rank}")
+
+
+def _pilot_line(p: dict[str, Any]) -> str:
+    what = "ideal" if p["kind"] == "ideal" else f"noise {p['noise']:g}"
+    head = f"pilot {what:<10s} r = {p['rank']:<3d} seed {p['seed']:<4d}"
+    if p.get("diverged"):
+        return f"{head} diverged ({p['wall_s']:.0f} s)"
+    rise = f", rise {p['loss_rise']:+.3g}" if "loss_rise" in p else ""
+    err = f", D = {p['aggregation_error']:.3g}" if p["kind"] == "noisy" else ""
+    return (f"{head} v = {p['update_scale']:.4g}{err}, eval loss {p['final_eval_loss']:.4f}"
+            f"{rise}, {p['wall_s']:.0f} s")
 
 
 def calibrate(
     source: Annotated[str, typer.Argument(help="Instance file or preset name (its LoRA layers "
-                                          "must be the loop model's, as in tiny-char).")]
-    = "tiny-char",
-    rounds: Annotated[int, typer.Option("--rounds", "-n", min=1,
-                                        help="Rounds of each pilot run.")] = 20,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the pilot runs.")] = 0,
+                                          "must be the loop model's, as in char-tasks or "
+                                          "tiny-char).")]
+    = "char-tasks",
+    rounds: Annotated[int | None, typer.Option(
+        "--rounds", "-n", min=1, help="Rounds of each pilot run (default: the instance's "
+        "learning.rounds).")] = None,
+    seeds: Annotated[str | None, typer.Option(
+        "--seeds", help="Comma-separated seeds; every rank and noise level runs once per seed "
+        "(default 100,101).")] = None,
+    seed: Annotated[int | None, typer.Option(
+        "--seed", min=0, help="One seed (the same as --seeds N).")] = None,
+    ranks: Annotated[str | None, typer.Option(
+        "--ranks", help="Comma-separated ranks of the error-free pilots (default: the "
+        "instance's candidate ranks).")] = None,
+    noise_levels: Annotated[str | None, typer.Option(
+        "--noise-levels", help="Comma-separated injected error variances per entry, in units "
+        "of the round's update scale v_t² (default 0.25,0.5,1,2).")] = None,
+    noise_rank: Annotated[int | None, typer.Option(
+        "--noise-rank", help="Rank of the noisy pilots (default: the largest rank).")] = None,
     output: Annotated[Path | None, typer.Option(
-        "-o", "--output", help="Write the calibrated instance (.yaml/.json).")] = None,
+        "-o", "--output", help="Write the calibrated instance (.yaml with a commented header "
+        "of the fits, or .json).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --output.")] = False,
     fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
     = OutputFormat.text,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
-    """Run three short pilot runs of the FL loop (error-free at a small and at the largest rank,
-    then the largest with injected aggregation error) and fit the update scale v(r) = v r^(-β),
-    the singular-value spectrum of the learned update, the smoothness L_s and the noise gain
-    (spec 03 §4); optionally write the instance with these constants."""
+    """Pilot runs of the FL loop — error-free at every rank, and with injected aggregation
+    error at several levels, each for several seeds — and least-squares fits of the update scale
+    v(r) = v r^(-β), the spectrum of the learned update, the smoothness L_s, the noise gain
+    L_s λ/(2μ), σ_g² and Δ0 (spec 03 §4), each reported with its standard error, R² and
+    residuals; optionally write the calibrated instance."""
     with user_errors():
         from fedopt.errors import InvalidArgumentError
         from fedopt.instance import load_instance
         from fedopt.solvers.validation import calibrate as run
+        from fedopt.solvers.validation.calibrate import (
+            DEFAULT_NOISE_LEVELS,
+            DEFAULT_SEEDS,
+            check_arguments,
+        )
 
         if output is not None and output.exists() and not force:
             raise InvalidArgumentError(f"--output: {output} exists; pass --force to overwrite")
-        cal = run(load_instance(source), rounds=rounds, seed=seed)
+        if seed is not None and seeds is not None:
+            raise InvalidArgumentError(
+                f"--seed: got {seed} together with --seeds {seeds}; pass one of them")
+        inst = load_instance(source)
+        plan = check_arguments(
+            inst, rounds=rounds,
+            ranks=None if ranks is None else _parse_list("--ranks", ranks, int, "1,4,32"),
+            seeds=((seed,) if seed is not None else DEFAULT_SEEDS if seeds is None
+                   else _parse_list("--seeds", seeds, int, "100,101")),
+            noise_levels=(DEFAULT_NOISE_LEVELS if noise_levels is None
+                          else _parse_list("--noise-levels", noise_levels, float,
+                                           "0.25,0.5,1,2")),
+            noise_rank=noise_rank, names=_OPTIONS)
+        show = not quiet and fmt is OutputFormat.text
+        with progress("calibrate", show) as tick:
+            cal = run(inst, rounds=plan.rounds, ranks=plan.ranks, seeds=plan.seeds,
+                      noise_levels=plan.noise_levels, noise_rank=plan.noise_rank,
+                      callback=tick)
         if output is not None:
-            cal.instance.save(output)
+            cal.save(output, command=_command(source, plan))
         if fmt is OutputFormat.json:
             print_json({**cal.to_dict(), "instance": cal.instance.name,
                         "output": None if output is None else str(output)})
             return
-        s = cal.spectrum_values
-        lines = [
-            f"update scale   v(r) = {cal.update_scale:.4g} · r^(-{cal.update_scale_exponent:.3f})",
-            "spectrum       " + ", ".join(f"{x:.3g}" for x in s[:8])
-            + (f", … ({len(s)} values)" if len(s) > 8 else ""),
-        ]
-        for p in cal.measurements["pilots"]:
-            lines.append(f"pilot r = {p['rank']:<3d}  v = {p['update_scale']:.4g}, eval loss "
-                         f"{p['final_eval_loss']:.4f}, {p['wall_s']:.0f} s")
+        lines = cal.summary_lines()
+        lines += [_pilot_line(p) for p in cal.measurements["pilots"]]
         if output is not None:
             lines.append(f"calibrated instance written to {output}")
         typer.echo("\n".join(lines))

@@ -105,8 +105,8 @@ def render_table(report: dict[str, Any]) -> str:
         f"instance {report['instance']}; {s['rounds']} rounds x seeds {s['seeds']} "
         f"(mean over seeds); {s['optimizer']} lr {s['lr']:g}; aircomp path {s['mode']}; "
         f"{report['wall_s']:.0f} s",
-        f"base model (before fine-tuning): eval loss {_fmt(report.get('base_eval_loss'), '.4f')}"
-        "; retained = fine-tuning gain retained, (base − method) / (base − ideal)",
+        "base model (before fine-tuning): eval loss "
+        f"{_fmt(report.get('base_eval_loss'), '.4f')}; retained = fine-tuning gain retained, (base − method) / (base − ideal)",
         "agg. err = ‖ĝ − ḡ‖² per round (mean); pred. = spec 02 §3 for AirComp, the dropped energy "
         "Σ φ_k ‖dropped_k‖² (an upper bound) for digital; energy = max per device per round",
     ]

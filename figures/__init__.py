@@ -38,6 +38,7 @@ FIGURES: dict[str, str] = {
     "gap_vs_rank": "fedopt.figures.gap_vs_rank",
     "training_loss": "fedopt.figures.training_loss",
     "perplexity_vs_snr": "fedopt.figures.perplexity_vs_snr",
+    "predicted_vs_measured": "fedopt.figures.predicted_vs_measured",
 }
 
 

@@ -1,43 +1,245 @@
 """Fitting the gap model's constants to measurements of the FL loop (spec 03 §4).
 
 Pure arithmetic on what pilot runs measured (the runs themselves are orchestrated by
-:mod:`fedopt.solvers.validation.calibrate`):
+:mod:`fedopt.solvers.validation.calibrate`). Every many-point fit is ordinary least squares and
+returns its residuals, standard error and R² next to the value (:class:`Fit`):
 
-- the update scale v(r) = v · r^(−β) from the mean update scale at two ranks
-  (:func:`fit_update_scale`);
+- the update scale v(r) = v · r^(−β): log v = log v − β log r over every (rank, seed) pilot
+  (:func:`fit_update_scale_many`; the two-point :func:`fit_update_scale` is kept);
 - the singular-value profile of the learned update (:func:`mean_spectrum`);
-- L_s from the loss gap between the two ranks and the rank-truncation tails of that spectrum:
-  F(r_a) − F(r_b) = (L_s/2)(ε-tail(r_a) − ε-tail(r_b)) (:func:`fit_smoothness`);
+- L_s from the rank-truncation term of spec 03 §1: F̄(r) − F̄(r_max) = (L_s/2)(tail(r) −
+  tail(r_max)) over the ranks, through the origin, with the ε-tails of that spectrum
+  (:func:`fit_smoothness_many`; the two-rank :func:`fit_smoothness` is kept);
 - the noise gain L_s λ / (2μ) from the loss rise under injected zero-mean error of mean
-  ‖e‖² = D: F_noisy − F(r_b) = gain · D (:func:`fit_noise_gain`);
+  ‖e‖² = D: F_noisy − F = gain · D over every (level, seed) pilot, through the origin, with a
+  test for curvature (:func:`fit_noise_gain_many`; the one-pilot :func:`fit_noise_gain` is
+  kept);
+- σ_g², the per-sample gradient variance, from the clients' spread around their weighted
+  average (:func:`measure_grad_variance`), and Δ0 ≥ base loss − best pilot loss
+  (:func:`measure_initial_gap`);
 - the instance's ``learning`` section with these constants, λ capped so that λ ≤ 1/L_s and
   λμ ≤ 1/2 (:func:`calibrated_learning`).
+
+Conventions of :class:`Fit`: ``residuals`` are data − model at the unconstrained least-squares
+estimate (``estimate``), in the fit's own space (log v for the power law, nats for the losses);
+``value`` is the constant to use (``estimate`` clipped or floored where the model needs it, with
+a ``warning`` saying so); ``std_error`` is the usual OLS standard error of the estimate, NaN when
+there are no degrees of freedom left (as many points as parameters).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from fedopt.errors import InvalidArgumentError
 from fedopt.gap_models.airfl import RankTruncation
 
-__all__ = ["LOSS_FLOOR", "calibrated_learning", "fit_noise_gain", "fit_smoothness",
-           "fit_update_scale", "mean_spectrum"]
+__all__ = ["CURVATURE_SHARE", "LOSS_FLOOR", "Fit", "UpdateScaleFit", "calibrated_learning",
+           "fit_noise_gain", "fit_noise_gain_many", "fit_smoothness", "fit_smoothness_many",
+           "fit_update_scale", "fit_update_scale_many", "mean_spectrum",
+           "measure_grad_variance", "measure_initial_gap"]
 
 #: a loss difference below this is "no measurable effect" (seed noise of one pilot)
 LOSS_FLOOR = 1e-9
+#: the noise fit reports curvature when a quadratic term is significant (at 5 %: about 2
+#: standard errors) and worth at least this share of the largest measured loss rise
+CURVATURE_SHARE = 0.1
 
 
+def _num(x: float) -> float | None:
+    """JSON-safe float: NaN and ±inf become None."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class Fit:
+    """One fitted (or measured) constant with its uncertainty.
+
+    Attributes
+    ----------
+    value : float
+        The constant to use (``estimate``, clipped or floored where the model requires).
+    std_error : float
+        Standard error of ``estimate`` (NaN with no degrees of freedom left).
+    residuals : tuple of float
+        Data − model at ``estimate``, one per point of ``x``/``y``, in the fit's space.
+    r_squared : float
+        Share of the data's variation the model explains: centered for the power law (it has
+        an intercept), uncentered (1 − Σres²/Σy²) for the fits through the origin; NaN where
+        the data do not vary.
+    n : int
+        Number of points fitted.
+    estimate : float
+        The unconstrained least-squares estimate.
+    x, y : tuple of float
+        The points fitted (regressor, response), in the order of ``residuals``.
+    curvature : bool or None
+        Noise-gain fit only: whether the rise bends away from a line (None: not testable, fewer
+        than 3 distinct error levels or no degree of freedom).
+    warning : str or None
+        What a reader should know (a clipped value, curvature, too few points).
+    """
+
+    value: float
+    std_error: float
+    residuals: tuple[float, ...]
+    r_squared: float
+    n: int
+    estimate: float
+    x: tuple[float, ...] = ()
+    y: tuple[float, ...] = ()
+    curvature: bool | None = None
+    warning: str | None = None
+
+    @property
+    def rms(self) -> float:
+        """Root mean square of the residuals (NaN without points)."""
+        res = np.asarray(self.residuals, dtype=float)
+        return float(np.sqrt(np.mean(res**2))) if res.size else float("nan")
+
+    @property
+    def clipped(self) -> bool:
+        """Whether ``value`` differs from the least-squares ``estimate``."""
+        return self.value != self.estimate
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe mapping (NaN → None)."""
+        return {"value": _num(self.value), "std_error": _num(self.std_error),
+                "estimate": _num(self.estimate), "r_squared": _num(self.r_squared),
+                "rms": _num(self.rms), "n": self.n,
+                "residuals": [_num(r) for r in self.residuals],
+                "x": [_num(v) for v in self.x], "y": [_num(v) for v in self.y],
+                "curvature": self.curvature, "warning": self.warning}
+
+
+@dataclass(frozen=True)
+class UpdateScaleFit:
+    """The power law v(r) = ``scale`` · r^(−β), β = ``exponent.value``.
+
+    ``exponent`` is the :class:`Fit` of β (x = log r, y = log v, residuals in log v);
+    ``scale`` is v at rank 1, the least-squares intercept given the (possibly clipped) β, and
+    ``scale_std_error`` its standard error by the delta method (v · se(log v)).
+    """
+
+    scale: float
+    scale_std_error: float
+    exponent: Fit
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scale": _num(self.scale), "scale_std_error": _num(self.scale_std_error),
+                "exponent": self.exponent.to_dict()}
+
+
+def _vector(name: str, values: Any, *, positive: bool = False) -> np.ndarray:
+    try:
+        a = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{name}: expected a list of numbers, got {values!r}"
+                                   ) from None
+    if a.ndim != 1 or a.size == 0 or not np.all(np.isfinite(a)):
+        raise InvalidArgumentError(
+            f"{name}: expected a non-empty 1-D list of finite numbers, got {values!r}")
+    if positive and np.any(a <= 0):
+        raise InvalidArgumentError(f"{name}: every value must be > 0, got {a.tolist()}")
+    return a
+
+
+def _same_length(names: tuple[str, str], a: np.ndarray, b: np.ndarray) -> None:
+    if a.size != b.size:
+        raise InvalidArgumentError(
+            f"{names[0]} and {names[1]}: got {a.size} and {b.size} values, need one each per "
+            f"pilot")
+
+
+def _r_squared(ss_res: float, ss_tot: float) -> float:
+    return float(1.0 - ss_res / ss_tot) if ss_tot > 0 else float("nan")
+
+
+def _through_origin(x: np.ndarray, y: np.ndarray, shared_reference: bool = False
+                    ) -> tuple[float, np.ndarray, float, float]:
+    """y = s · x by least squares: (s, residuals, se(s), uncentered R²).
+
+    The standard error assumes independent errors, se² = Σres²/(n − 1)/Σx²; with
+    ``shared_reference`` the points are differences y_i = F_i − F_0 to one reference, whose
+    error e_0 they all share (errors e_i − e_0, e iid of variance σ²): then Var(s) =
+    σ² (Σx² + (Σx)²)/(Σx²)² and E Σres² = σ² (2n − 1 − (Σx)²/Σx²), which gives σ̂²."""
+    sxx = float(x @ x)
+    s = float(x @ y) / sxx
+    res = y - s * x
+    ss_res = float(res @ res)
+    if x.size < 2:
+        se = float("nan")
+    elif shared_reference:
+        sx = float(np.sum(x))
+        sigma2 = ss_res / (2 * x.size - 1 - sx**2 / sxx)
+        se = math.sqrt(sigma2 * (sxx + sx**2)) / sxx
+    else:
+        se = math.sqrt(ss_res / (x.size - 1) / sxx)
+    return s, res, se, _r_squared(ss_res, float(y @ y))
+
+
+# -- update scale -------------------------------------------------------------------------------
 def fit_update_scale(v_a: float, v_b: float, r_a: int, r_b: int) -> tuple[float, float]:
-    """(v, β) of v(r) = v · r^(−β) through (r_a, v_a) and (r_b, v_b); β clipped to [0, 1]."""
+    """(v, β) of v(r) = v · r^(−β) through (r_a, v_a) and (r_b, v_b); β clipped to [0, 1] (v
+    then goes through (r_b, v_b)). :func:`fit_update_scale_many` is the many-pilot fit."""
     beta = math.log(v_a / v_b) / math.log(r_b / r_a)
     beta = float(min(max(beta, 0.0), 1.0))
     return float(v_b * r_b ** beta), beta
 
 
+def fit_update_scale_many(ranks: Sequence[int], scales: Sequence[float]) -> UpdateScaleFit:
+    """v(r) = v · r^(−β) by least squares of log v = log v₁ − β log r over every pilot.
+
+    Parameters
+    ----------
+    ranks, scales
+        One (rank, measured update scale) pair per pilot; ranks may repeat (seeds), at least two
+        must differ.
+
+    Returns
+    -------
+    UpdateScaleFit
+        β clipped to [0, 1] (``exponent.estimate`` is the unclipped one, with a warning when
+        they differ); residuals in log v; with n pilots, se(β) = √(Σres²/(n − 2) / Σ(log r −
+        mean)²) (NaN for n = 2: two points fix a power law exactly).
+    """
+    r = _vector("ranks", ranks, positive=True)
+    v = _vector("scales", scales, positive=True)
+    _same_length(("ranks", "scales"), r, v)
+    if np.unique(r).size < 2:
+        raise InvalidArgumentError(
+            f"ranks: got {r.astype(int).tolist()}, need at least two different ranks to fit "
+            f"v(r) = v r^(-β)")
+    x, y = np.log(r), np.log(v)
+    n, xm, ym = x.size, float(x.mean()), float(y.mean())
+    sxx = float((x - xm) @ (x - xm))
+    beta_hat = -float((x - xm) @ (y - ym)) / sxx
+    res = y - (ym + beta_hat * xm - beta_hat * x)
+    ss_res = float(res @ res)
+    s2 = ss_res / (n - 2) if n > 2 else float("nan")
+    se_beta = math.sqrt(s2 / sxx)
+    beta = float(min(max(beta_hat, 0.0), 1.0))
+    log_v1 = float(np.mean(y + beta * x))  # the least-squares intercept at this β
+    se_log_v1 = math.sqrt(s2 * (1.0 / n + xm**2 / sxx))
+    warning = None
+    if beta != beta_hat:
+        warning = (f"the fitted exponent β = {beta_hat:.4g} lies outside [0, 1] and is clipped "
+                   f"to {beta:g}")
+    fit = Fit(value=beta, std_error=se_beta, residuals=tuple(float(e) for e in res),
+              r_squared=_r_squared(ss_res, float((y - ym) @ (y - ym))), n=n,
+              estimate=beta_hat, x=tuple(float(a) for a in x), y=tuple(float(b) for b in y),
+              warning=warning)
+    v1 = math.exp(log_v1)
+    return UpdateScaleFit(scale=v1, scale_std_error=v1 * se_log_v1, exponent=fit)
+
+
+# -- spectrum and smoothness --------------------------------------------------------------------
 def mean_spectrum(singular_values: np.ndarray, rank: int) -> tuple[float, ...]:
     """The mean sorted singular values of the learned updates (one row per adapted weight), its
     first ``rank`` values (a rank-r update has r; the rest is rounding noise), at 4 digits."""
@@ -47,22 +249,217 @@ def mean_spectrum(singular_values: np.ndarray, rank: int) -> tuple[float, ...]:
 
 def fit_smoothness(loss_drop: float, spectrum: Sequence[float], ranks: tuple[int, int],
                    layers: Any) -> float:
-    """L_s = 2 (F(r_a) − F(r_b)) / (ε-tail(r_a) − ε-tail(r_b)) (spec 03 §1's truncation term)."""
+    """L_s = 2 (F(r_a) − F(r_b)) / (ε-tail(r_a) − ε-tail(r_b)) (spec 03 §1's truncation term);
+    :func:`fit_smoothness_many` is the many-rank fit."""
     tails = RankTruncation(np.asarray(spectrum)).energy_beyond(np.asarray(ranks), layers)
     return float(2.0 * max(loss_drop, LOSS_FLOOR) / max(tails[0] - tails[1], 1e-300))
 
 
+def fit_smoothness_many(ranks: Sequence[int], losses: Sequence[float],
+                        spectrum: Sequence[float], layers: Any) -> Fit:
+    """L_s by least squares through the origin of F̄(r) − F̄(r_max) = (L_s/2)(tail(r) −
+    tail(r_max)) over the ranks.
+
+    Parameters
+    ----------
+    ranks, losses
+        One (rank, final loss) pair per pilot; ranks may repeat (seeds). The losses are averaged
+        per rank first (F̄(r)): with common random numbers every seed runs at every rank, so the
+        mean over seeds keeps the pairing, and each rank counts once whatever its seed count.
+    spectrum, layers
+        The singular values (ε-tails by :meth:`RankTruncation.energy_beyond`) and the
+        instance's ``lora.layers``.
+
+    Returns
+    -------
+    Fit
+        ``value`` = L_s; one point per rank below r_max (x = tail(r) − tail(r_max), y = F̄(r) −
+        F̄(r_max), in increasing rank); uncentered R². Every point shares F̄(r_max)'s error, so
+        se(L_s) is OLS's under errors e_i − e_0 (e iid): 2 σ̂ √(Σx² + (Σx)²) / Σx², σ̂² =
+        Σres² / (2n − 1 − (Σx)²/Σx²) — with independent points it would be
+        2 √(Σres²/(n − 1) / Σx²), too small by about the shared error.
+        An estimate ≤ 0 (the loss does not fall with the rank) is floored at
+        2 · :data:`LOSS_FLOOR` / max x, with a warning.
+    """
+    r = _vector("ranks", ranks, positive=True)
+    f = _vector("losses", losses)
+    _same_length(("ranks", "losses"), r, f)
+    levels = np.unique(r)
+    if levels.size < 2:
+        raise InvalidArgumentError(
+            f"ranks: got {r.astype(int).tolist()}, need at least two different ranks to fit L_s")
+    mean_f = np.array([f[r == k].mean() for k in levels])
+    tails = RankTruncation(np.asarray(spectrum)).energy_beyond(levels.astype(int), layers)
+    x, y = tails[:-1] - tails[-1], mean_f[:-1] - mean_f[-1]
+    if not np.any(x > 0):
+        raise InvalidArgumentError(
+            "spectrum: its ε-tails do not differ between the ranks, so L_s is not identified; "
+            "the spectrum must extend beyond the smallest rank")
+    slope, res, se, r2 = _through_origin(x, y, shared_reference=True)
+    value, warning = 2.0 * slope, None
+    if value <= 0:
+        value = 2.0 * LOSS_FLOOR / float(np.max(x))
+        warning = (f"the loss does not fall with the rank (L_s estimate {2 * slope:.3g}); "
+                   f"L_s floored at {value:.3g}")
+    return Fit(value=float(value), std_error=2.0 * se, residuals=tuple(float(e) for e in res),
+               r_squared=r2, n=int(x.size), estimate=2.0 * slope,
+               x=tuple(float(a) for a in x), y=tuple(float(b) for b in y), warning=warning)
+
+
+# -- noise gain ---------------------------------------------------------------------------------
 def fit_noise_gain(loss_rise: float, aggregation_error: float) -> float:
-    """L_s λ / (2μ) = (F_noisy − F) / mean ‖ĝ − ḡ‖² (spec 03 §1's distortion term)."""
+    """L_s λ / (2μ) = (F_noisy − F) / mean ‖ĝ − ḡ‖² (spec 03 §1's distortion term);
+    :func:`fit_noise_gain_many` is the many-pilot fit."""
     return float(max(loss_rise, LOSS_FLOOR) / max(aggregation_error, 1e-300))
 
 
+#: two-sided 95 % quantiles of Student's t by degrees of freedom (1..30; 1.96 beyond)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def _t975(dof: int) -> float:
+    return _T975[dof - 1] if dof <= len(_T975) else 1.96
+
+
+def _curvature(d: np.ndarray, y: np.ndarray) -> tuple[bool | None, float]:
+    """Fit y = a D + b D² (through the origin): whether b is significant (|b| > t se(b), t the
+    two-sided 95 % quantile of Student's t with n − 2 degrees of freedom: ≈ 2 for many points,
+    12.7 for three) and material (|b| D_max² ≥ CURVATURE_SHARE · max |y|), and b. None: not
+    testable."""
+    if np.unique(d).size < 3 or d.size < 3:
+        return None, float("nan")
+    d_max = float(np.max(d))
+    u = d / d_max  # well conditioned whatever the units of D
+    design = np.column_stack([u, u**2])
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    res = y - design @ coef
+    s2 = float(res @ res) / (d.size - 2)
+    se_b = math.sqrt(s2 * float(np.linalg.inv(design.T @ design)[1, 1]))
+    b = float(coef[1])  # the quadratic term's rise at D_max
+    scale = float(np.max(np.abs(y)))
+    material = scale > 0 and abs(b) >= CURVATURE_SHARE * scale
+    return bool(material and abs(b) > _t975(d.size - 2) * se_b), b / d_max**2
+
+
+def fit_noise_gain_many(errors: Sequence[float], rises: Sequence[float]) -> Fit:
+    """The noise gain L_s λ / (2μ) by least squares through the origin of rise = gain · D.
+
+    Parameters
+    ----------
+    errors
+        D per noisy pilot: the mean injected ‖ĝ − ḡ‖² per round (> 0).
+    rises
+        The pilot's final loss minus that of the error-free pilot with the same seed (common
+        random numbers); negative values are kept (seed noise).
+
+    Returns
+    -------
+    Fit
+        ``value`` = gain; se = √(Σres²/(n − 1) / ΣD²); uncentered R². ``curvature`` tests a
+        quadratic term (y = aD + bD²): True when it is significant (|b| > t se(b), t ≈ 2 the
+        95 % quantile of Student's t with n − 2 degrees of freedom) and worth at
+        least :data:`CURVATURE_SHARE` of the largest rise — then the linear model under-predicts
+        (b > 0) or over-predicts (b < 0) at high error, and ``warning`` says so. None with fewer
+        than 3 distinct D. An estimate ≤ 0 is floored at :data:`LOSS_FLOOR` / max D.
+    """
+    d = _vector("errors", errors, positive=True)
+    y = _vector("rises", rises)
+    _same_length(("errors", "rises"), d, y)
+    gain, res, se, r2 = _through_origin(d, y)
+    value, warnings = gain, []
+    if value <= 0:
+        value = LOSS_FLOOR / float(np.max(d))
+        warnings.append(f"the loss does not rise with the injected error (gain estimate "
+                        f"{gain:.3g}); floored at {value:.3g}")
+    curved, b = _curvature(d, y)
+    if curved:
+        i = int(np.argmax(d))
+        side = "under" if b > 0 else "over"
+        warnings.append(
+            f"the linear model {side}-predicts at high error: at the largest D = {d[i]:.3g} the "
+            f"measured rise is {y[i]:.3g} against {gain * d[i]:.3g} fitted (residual "
+            f"{res[i]:+.3g}); use smaller noise levels for a linear fit")
+    return Fit(value=float(value), std_error=se, residuals=tuple(float(e) for e in res),
+               r_squared=r2, n=int(d.size), estimate=gain, x=tuple(float(a) for a in d),
+               y=tuple(float(v) for v in y), curvature=curved,
+               warning="; ".join(warnings) or None)
+
+
+# -- measured constants -------------------------------------------------------------------------
+def measure_grad_variance(spreads: Sequence[float], batch_size: int, lr: float = 1.0,
+                          weights: Sequence[float] | None = None) -> Fit:
+    """σ_g², the per-sample gradient variance: b · mean(spread) / (lr² (1 − Σ φ_k²)).
+
+    Parameters
+    ----------
+    spreads
+        Per round (of any number of pilots) Σ_k φ_k ‖g_k − ḡ‖² with Σ φ_k = 1: the clients'
+        spread around their weighted average. With SGD and one local step an update is
+        g_k = lr · (a b-sample mini-batch gradient), of variance σ_g² lr² / b.
+    batch_size
+        b.
+    lr
+        1 keeps σ_g² in update units (param², the units of v² and of the aggregation error D
+        the noise gain is fitted on, so that the gap's sampling term gain · σ_g² / (K b) is
+        consistent with its distortion term); the loop's lr gives gradient units.
+    weights
+        The φ_k of the spreads (normalized here). For independent clients of equal variance
+        E[Σ φ_k ‖g_k − ḡ‖²] = (1 − Σ φ_k²) · Var(g_k): the spread about the weighted mean
+        misses the mean's own share, so the spreads are divided by 1 − Σ φ_k² (e.g. 1 − 1/K
+        for equal weights). None: no correction.
+
+    Returns
+    -------
+    Fit
+        ``value`` = σ_g², ``std_error`` that of the mean over the n rounds, residuals the
+        rounds' deviations from it (R² NaN: nothing is regressed). The spread also holds the
+        clients' heterogeneity (non-IID data), so on non-IID clients it over-states the
+        sampling variance: an upper bound.
+    """
+    s = _vector("spreads", spreads)
+    if np.any(s < 0):
+        raise InvalidArgumentError("spreads: every value must be >= 0")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or \
+            batch_size < 1:
+        raise InvalidArgumentError(f"batch_size: got {batch_size!r}, must be an integer >= 1")
+    if not (math.isfinite(lr) and lr > 0):
+        raise InvalidArgumentError(f"lr: got {lr!r}, must be a positive number")
+    share = 1.0
+    if weights is not None:
+        phi = _vector("weights", weights)
+        if np.any(phi < 0) or phi.sum() <= 0 or np.count_nonzero(phi) < 2:
+            raise InvalidArgumentError(
+                "weights: need non-negative weights with at least two clients above zero")
+        phi = phi / phi.sum()
+        share = 1.0 - float(phi @ phi)
+    per_sample = s * (int(batch_size) / (lr**2 * share))
+    mean = float(per_sample.mean())
+    se = float(per_sample.std(ddof=1) / math.sqrt(s.size)) if s.size > 1 else float("nan")
+    return Fit(value=mean, std_error=se, residuals=tuple(float(e) for e in per_sample - mean),
+               r_squared=float("nan"), n=int(s.size), estimate=mean,
+               y=tuple(float(v) for v in per_sample))
+
+
+def measure_initial_gap(base_loss: float, losses: Sequence[float]) -> float:
+    """Δ0 ≥ F(w0) − min over pilots of F: the base model's loss minus the best pilot's (a lower
+    bound on F(w0) − F*, since F* ≤ every loss reached); 0 when no pilot improved."""
+    f = _vector("losses", losses)
+    if not math.isfinite(base_loss):
+        raise InvalidArgumentError(f"base_loss: got {base_loss!r}, must be finite")
+    return float(max(base_loss - float(f.min()), 0.0))
+
+
+# -- the learning section -----------------------------------------------------------------------
 def calibrated_learning(learning: Mapping[str, Any], *, update_scale: float, beta: float,
-                        spectrum: Sequence[float], smoothness: float,
-                        noise_gain: float) -> dict[str, Any]:
+                        spectrum: Sequence[float], smoothness: float, noise_gain: float,
+                        grad_variance: float | None = None,
+                        initial_gap: float | None = None) -> dict[str, Any]:
     """The ``learning`` section with the fitted constants: λ = min(λ, 1/L_s, √(gain/L_s))
     (λ ≤ 1/L_s is the model's step condition, λμ = L_s λ²/(2 gain) ≤ 1/2 a contraction) and
-    μ = L_s λ / (2 gain)."""
+    μ = L_s λ / (2 gain); σ_g² (``grad_variance``) and Δ0 (``initial_gap``) when given (4
+    significant digits, like L_s, λ, μ)."""
     step = float(min(learning["step_size"], 1.0 / smoothness, math.sqrt(noise_gain / smoothness)))
     pl = float(smoothness * step / (2.0 * noise_gain))
     out = {**learning, "update_scale": update_scale, "update_scale_exponent": beta,
@@ -70,4 +467,8 @@ def calibrated_learning(learning: Mapping[str, Any], *, update_scale: float, bet
            "smoothness": float(f"{smoothness:.4g}"), "step_size": float(f"{step:.4g}"),
            "pl_constant": float(f"{pl:.4g}")}
     out["step_size"] = min(out["step_size"], 1.0 / out["smoothness"])
+    if grad_variance is not None:
+        out["grad_variance"] = float(f"{grad_variance:.4g}")
+    if initial_gap is not None:
+        out["initial_gap"] = float(f"{initial_gap:.4g}")
     return out

@@ -65,7 +65,7 @@ def _snapshot_text(path: str | None) -> str:
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
-            raise CorpusError(f"corpus snapshot {where}: cannot read it ({exc})")
+            raise CorpusError(f"corpus snapshot {where}: cannot read it ({exc})") from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != SNAPSHOT_SHA256:
         raise CorpusError(
@@ -76,7 +76,7 @@ def _snapshot_text(path: str | None) -> str:
     try:
         return lzma.decompress(data).decode("ascii")
     except (lzma.LZMAError, UnicodeDecodeError) as exc:  # pragma: no cover - checksum first
-        raise CorpusError(f"corpus snapshot {where}: not an xz-compressed JSON file ({exc})")
+        raise CorpusError(f"corpus snapshot {where}: not an xz-compressed JSON file ({exc})") from None
 
 
 def load_snapshot(path: str | Path | None = None) -> dict[str, dict[str, str]]:

@@ -27,6 +27,7 @@ import numpy as np
 
 from fedopt.errors import FedOptError, InvalidArgumentError
 from fedopt.instance import Instance, LearningSpec
+from fedopt.plan import Plan
 from fedopt.solvers.result import Callback
 
 __all__ = ["CALIBRATED_FIELDS", "nominal_instance", "predictive_grid", "spearman",
@@ -90,7 +91,7 @@ def _plan(instance: Instance, rank: int, streams: int, seed: int) -> Any:
 
 
 def _config_runs(inst: Instance, nominal: Instance, rank: int, streams: int, settings: Any,
-                 data: Any, base: Any, tick: Any) -> dict[str, Any]:
+                 data: Any, base: Any, cache: dict, tick: Any) -> dict[str, Any]:
     """Every seed of one (r, L) at one power: predicted gaps and measured losses."""
     from fedopt.gap_models import AirFLGap
     from fedopt.solvers.validation.driver import run_plan
@@ -102,7 +103,7 @@ def _config_runs(inst: Instance, nominal: Instance, rank: int, streams: int, set
             plan = _plan(inst, rank, streams, seed)
             if plan is None:
                 raise InvalidArgumentError("no feasible plan")
-            summ, _ = run_plan(plan, inst, settings, seed, data=data, base=base,
+            summ, _ = run_plan(plan, inst, settings, seed, data=data, base=base, cache=cache,
                                name=f"r{rank}-L{streams}/seed-{seed}")
         except FedOptError as exc:
             out["error"] = f"{type(exc).__name__}: {exc}"
@@ -181,9 +182,10 @@ def predictive_grid(instance: Instance, *, powers: Sequence[float],
     for p_dbm in powers:
         inst = inst0.with_devices(p_max_dbm=p_dbm)
         nominal = nominal_instance(inst)
+        cache: dict = {}  # per-round beamformers: the same for every rank at one (P, L, seed)
         for r in ranks:
             for n_l in streams:
-                entry = _config_runs(inst, nominal, r, n_l, settings, data, base,
+                entry = _config_runs(inst, nominal, r, n_l, settings, data, base, cache,
                                      lambda k, _p=p_dbm, _r=r, _l=n_l:
                                      tick(k, f"P {_p:g} dBm r {_r} L {_l}"))
                 configs.append({"p_max_dbm": p_dbm, **entry})
@@ -196,13 +198,13 @@ def predictive_grid(instance: Instance, *, powers: Sequence[float],
                               "streams": None if sol is None else sol.streams})
         planner[f"{p_dbm:g}"] = picks
     ideal: dict[str, list[float]] = {}
-    top_plan = None
     for r in ranks:
         ideal[str(r)] = []
         for seed in settings.seeds:
-            top_plan = _plan(inst0, r, streams[0], seed)
-            summ, _ = run_plan(top_plan, inst0, settings, seed, ideal=True, data=data, base=base,
-                               name=f"ideal-r{r}/seed-{seed}")
+            # error-free aggregation needs only the rank: any plan of rank r will do
+            rank_plan = Plan(method="ideal", rank=r, streams=1, instance_name=inst0.name)
+            summ, _ = run_plan(rank_plan, inst0, settings, seed, ideal=True, data=data,
+                               base=base, name=f"ideal-r{r}/seed-{seed}")
             ideal[str(r)].append(float(summ["final_eval_loss"]))
             tick(1, f"ideal r {r}")
     model = base.model

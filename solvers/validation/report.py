@@ -69,7 +69,8 @@ class ValidationReport:
                    for k, v in self.methods.items()}
         out = {"instance": self.instance, "instance_digest": self.instance_digest,
                "settings": self.settings, "main_method": self.main_method, "data": self.data,
-               "base_eval_loss": self.base_eval_loss, "methods": methods, "ordering": self.ordering, "wall_s": self.wall_s}
+               "base_eval_loss": self.base_eval_loss, "methods": methods,
+               "ordering": self.ordering, "wall_s": self.wall_s}
         if self.out_dir is not None:
             out["out_dir"] = self.out_dir
         if self.stopped:

@@ -184,7 +184,8 @@ def test_gap_vs_rank_trade_off(made):
 # ---------------------------------------------------------------------------------------------
 def test_registry_lists_every_figure():
     assert list(figures.FIGURES) == ["mse_vs_nr", "mse_vs_power", "gap_vs_rank",
-                                     "training_loss", "perplexity_vs_snr"]
+                                     "training_loss", "perplexity_vs_snr",
+                                     "predicted_vs_measured"]
     for name in MINE:
         module = figures.get_figure(name)
         assert module.NAME == name and isinstance(module.TITLE, str)

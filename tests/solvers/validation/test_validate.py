@@ -155,3 +155,42 @@ def test_cli_table_and_json_contract(tmp_path, invoke):
     data = json.loads(res.stdout)
     for name in ("airfl-lora", "ideal"):
         assert set(JSON_KEYS) <= set(data["methods"][name])
+
+
+def test_json_reports_the_base_model_and_every_retained_gain(tmp_path, invoke):
+    # char-tasks (the default source): the domain-shift testbed
+    res = invoke("validate", "--rounds", "2", "--seeds", "0", "--mode", "equivalent",
+                 "--out", str(tmp_path), "--format", "json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["instance"] == "char-tasks"
+    assert list(data["methods"]) == ["airfl-lora", "ideal"]  # ideal: always, the reference
+    from fedopt.fl.pretrained import base_model
+    from fedopt.fl.tasks import make_task_data
+    from fedopt.fl.training import evaluate_loss
+
+    inst = load_instance("char-tasks")
+    held = make_task_data(inst.n_devices, seed=0).global_heldout
+    settings = ValidateSettings.for_testbed("domain-shift")
+    want = evaluate_loss(base_model("prose-base").model, held, 64,
+                         max_batches=settings.eval_batches).loss
+    assert data["base_eval_loss"] == pytest.approx(want, rel=1e-12)
+    ideal = data["methods"]["ideal"]
+    assert ideal["retained_gain"] == pytest.approx(1.0)
+    air = data["methods"]["airfl-lora"]
+    gain = (data["base_eval_loss"] - air["final_eval_loss"]) / (
+        data["base_eval_loss"] - ideal["final_eval_loss"])
+    assert air["retained_gain"] == pytest.approx(gain, rel=1e-12)
+    assert ideal["final_eval_loss"] < data["base_eval_loss"]  # two rounds already help
+
+
+@pytest.mark.parametrize("device, message", [("tpu", "must be 'cpu', 'cuda' or 'cuda:N'"),
+                                             ("cuda:7", "CUDA device")])
+def test_bad_device_is_a_named_error(invoke, device, message):
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    res = invoke("validate", "--rounds", "1", "--seeds", "0", "--device", device)
+    assert res.exit_code == 2
+    assert "device" in res.output and message in res.output
