@@ -66,9 +66,12 @@ def calibrate(
         "instance's candidate ranks).")] = None,
     noise_levels: Annotated[str | None, typer.Option(
         "--noise-levels", help="Comma-separated injected error variances per entry, in units "
-        "of the round's update scale v_t² (default 0.25,0.5,1,2).")] = None,
+        "of the round's update scale v_t² (default 2,4,8).")] = None,
     noise_rank: Annotated[int | None, typer.Option(
         "--noise-rank", help="Rank of the noisy pilots (default: the largest rank).")] = None,
+    truncation: Annotated[str, typer.Option(
+        "--truncation", help="How ε(r) is written: loss-profile (the measured loss against the "
+        "rank) or spectrum (the learned update's singular values).")] = "loss-profile",
     output: Annotated[Path | None, typer.Option(
         "-o", "--output", help="Write the calibrated instance (.yaml with a commented header "
         "of the fits, or .json).")] = None,
@@ -105,15 +108,15 @@ def calibrate(
                    else _parse_list("--seeds", seeds, int, "100,101")),
             noise_levels=(DEFAULT_NOISE_LEVELS if noise_levels is None
                           else _parse_list("--noise-levels", noise_levels, float,
-                                           "0.25,0.5,1,2")),
+                                           "2,4,8")),
             noise_rank=noise_rank, names=_OPTIONS)
         show = not quiet and fmt is OutputFormat.text
         with progress("calibrate", show) as tick:
             cal = run(inst, rounds=plan.rounds, ranks=plan.ranks, seeds=plan.seeds,
                       noise_levels=plan.noise_levels, noise_rank=plan.noise_rank,
-                      callback=tick)
+                      callback=tick, truncation=truncation)
         if output is not None:
-            cal.save(output, command=_command(source, plan))
+            cal.save(output, command=_command(source, plan) + f" --truncation {truncation}")
         if fmt is OutputFormat.json:
             print_json({**cal.to_dict(), "instance": cal.instance.name,
                         "output": None if output is None else str(output)})

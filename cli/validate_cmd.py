@@ -90,7 +90,8 @@ def render_table(report: dict[str, Any]) -> str:
             name, _fmt(m.get("rank")), _fmt(m.get("streams")), _fmt(m.get("predicted_gap"), ".4g"),
             _fmt(pred, ".3e"), _fmt(meas, ".3e"), _fmt(ratio, ".3f"),
             _fmt(m.get("final_train_loss"), ".4f"), _fmt(m.get("final_eval_loss"), ".4f"),
-            _fmt(m.get("retained_gain"), ".3f"), _fmt(m.get("perplexity"), ".4f"), _fmt(m.get("airtime_s"), ".2f", 1e3),
+            _fmt(m.get("retained_gain"), ".3f"), _fmt(m.get("perplexity"), ".4f"),
+            _fmt(m.get("airtime_s"), ".2f", 1e3),
             _fmt(m.get("latency_s"), ".1f", 1e3),
             _fmt(m.get("energy_j_max"), ".3g", 1e3),
         ])
@@ -106,7 +107,8 @@ def render_table(report: dict[str, Any]) -> str:
         f"(mean over seeds); {s['optimizer']} lr {s['lr']:g}; aircomp path {s['mode']}; "
         f"{report['wall_s']:.0f} s",
         "base model (before fine-tuning): eval loss "
-        f"{_fmt(report.get('base_eval_loss'), '.4f')}; retained = fine-tuning gain retained, (base − method) / (base − ideal)",
+        f"{_fmt(report.get('base_eval_loss'), '.4f')}; retained = fine-tuning gain retained, "
+        "(base − method) / (base − ideal)",
         "agg. err = ‖ĝ − ḡ‖² per round (mean); pred. = spec 02 §3 for AirComp, the dropped energy "
         "Σ φ_k ‖dropped_k‖² (an upper bound) for digital; energy = max per device per round",
     ]

@@ -41,8 +41,8 @@ from fedopt.gap_models.airfl import RankTruncation
 
 __all__ = ["CURVATURE_SHARE", "LOSS_FLOOR", "Fit", "UpdateScaleFit", "calibrated_learning",
            "fit_noise_gain", "fit_noise_gain_many", "fit_smoothness", "fit_smoothness_many",
-           "fit_update_scale", "fit_update_scale_many", "mean_spectrum",
-           "measure_grad_variance", "measure_initial_gap"]
+           "fit_update_scale", "fit_update_scale_many", "loss_profile_spectrum",
+           "mean_spectrum", "measure_grad_variance", "measure_initial_gap"]
 
 #: a loss difference below this is "no measurable effect" (seed noise of one pilot)
 LOSS_FLOOR = 1e-9
@@ -452,6 +452,49 @@ def measure_initial_gap(base_loss: float, losses: Sequence[float]) -> float:
 
 
 # -- the learning section -----------------------------------------------------------------------
+def loss_profile_spectrum(ranks: Sequence[int], losses: Sequence[float], smoothness: float,
+                          layers: Any) -> tuple[float, ...]:
+    """The effective singular values whose ε-tails reproduce the measured rank profile.
+
+    The loop measures the rank-truncation term directly: F̄(r) − F̄(r_max), the loss that the
+    rank limit costs at a fixed number of rounds. This returns s_1..s_{r_max} such that
+    (L_s/2) Σ_l count_l Σ_{r < i ≤ r_max} s_i² equals it at every measured rank (ε(r_max) = 0:
+    nothing beyond the largest pilot is known): the energy 2 (F̄(r_j) − F̄(r_{j+1})) / (L_s C)
+    of each interval (r_j, r_{j+1}] is spread evenly over its indices (C = Σ_l count_l; every
+    layer's max rank must reach r_max). Drops are clipped at 0 (a loss that rises with the rank
+    is no truncation), and the per-index energies are made non-increasing by pooling adjacent
+    violators (a spectrum is sorted), which keeps every interval's total where the data are
+    monotone. The first interval's value also fills the indices up to the smallest rank.
+    """
+    r = _vector("ranks", ranks, positive=True)
+    f = _vector("losses", losses)
+    _same_length(("ranks", "losses"), r, f)
+    levels = np.unique(r).astype(int)
+    if levels.size < 2:
+        raise InvalidArgumentError(
+            f"ranks: got {r.astype(int).tolist()}, need at least two different ranks")
+    if not (math.isfinite(smoothness) and smoothness > 0):
+        raise InvalidArgumentError(f"smoothness: got {smoothness!r}, must be > 0")
+    if any(layer.max_rank < levels[-1] for layer in layers):
+        raise InvalidArgumentError(
+            f"ranks: the largest pilot rank {levels[-1]} exceeds a layer's max rank")
+    mean_f = np.array([f[r == k].mean() for k in levels])
+    count = float(sum(layer.count for layer in layers))
+    drops = np.maximum(mean_f[:-1] - mean_f[1:], 0.0)
+    widths = np.diff(levels).astype(float)
+    per_index = 2.0 * drops / (smoothness * count) / widths
+    # pool adjacent violators (weights = widths) so the per-index energies never increase
+    blocks = [[per_index[0] * widths[0], widths[0], 1]]
+    for e, w in zip(per_index[1:], widths[1:], strict=True):
+        blocks.append([e * w, w, 1])
+        while len(blocks) > 1 and blocks[-1][0] / blocks[-1][1] > blocks[-2][0] / blocks[-2][1]:
+            tot, wid, n = blocks.pop()
+            blocks[-1] = [blocks[-1][0] + tot, blocks[-1][1] + wid, blocks[-1][2] + n]
+    energies = np.concatenate([np.full(int(wid), tot / wid) for tot, wid, _ in blocks])
+    energies = np.concatenate([np.full(int(levels[0]), energies[0]), energies])
+    return tuple(float(f"{x:.4g}") for x in np.sqrt(energies))
+
+
 def calibrated_learning(learning: Mapping[str, Any], *, update_scale: float, beta: float,
                         spectrum: Sequence[float], smoothness: float, noise_gain: float,
                         grad_variance: float | None = None,

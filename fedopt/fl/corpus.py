@@ -59,7 +59,8 @@ def _snapshot_text(path: str | None) -> str:
         try:
             data = res.read_bytes()
         except OSError as exc:
-            raise CorpusError(f"corpus snapshot {where} is missing ({exc}); reinstall fedopt")
+            raise CorpusError(
+                f"corpus snapshot {where} is missing ({exc}); reinstall fedopt") from None
     else:
         where = path
         try:
@@ -76,7 +77,8 @@ def _snapshot_text(path: str | None) -> str:
     try:
         return lzma.decompress(data).decode("ascii")
     except (lzma.LZMAError, UnicodeDecodeError) as exc:  # pragma: no cover - checksum first
-        raise CorpusError(f"corpus snapshot {where}: not an xz-compressed JSON file ({exc})") from None
+        raise CorpusError(
+            f"corpus snapshot {where}: not an xz-compressed JSON file ({exc})") from None
 
 
 def load_snapshot(path: str | Path | None = None) -> dict[str, dict[str, str]]:

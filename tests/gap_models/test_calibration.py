@@ -70,9 +70,12 @@ def test_calibrated_learning_keeps_the_step_conditions():
 
 
 # -- many-point fits: synthetic pilot data from known constants --------------------------------
-# Tolerances: with noise, a least-squares estimate is within 4 of its standard errors of the
-# truth except with probability ≈ 6e-5 (Gaussian errors), whatever FEDOPT_TEST_SEED draws; the
-# standard errors themselves are checked to be small, so the 4 se bound is a real constraint.
+# Tolerances: with noise, (estimate − truth) / std error follows Student's t with the fit's
+# degrees of freedom (a Monte-Carlo check gave spreads of 1.19 for the smoothness fit, ≈ 7 dof,
+# and 1.10 for the noise gain, 11 dof). The bounds are chosen so that a correct fit fails on
+# fewer than 1 in 1000 draws of FEDOPT_TEST_SEED: 5 se at ≥ 11 dof (P(|t| > 5) ≈ 4e-4), 6 se for
+# the smoothness fit (6 ranks: P(|t_7| > 6) ≈ 5e-4), 4 se for the 400-round mean of σ_g²
+# (normal). The standard errors themselves are checked to be small, so these bounds constrain.
 # Exact data (no noise) must be recovered to 1e-9 with zero residuals.
 
 RANKS = (1, 2, 4, 8, 16, 32)
@@ -110,8 +113,8 @@ def test_update_scale_many_recovers_noisy_power_law(rng):
     fit = fit_update_scale_many(r, v)
     e = fit.exponent
     assert 0 < e.std_error < 0.01  # 24 pilots over 1.5 decades pin β down
-    assert abs(e.value - 0.585) < 4 * e.std_error
-    assert abs(fit.scale - 0.0087) < 4 * fit.scale_std_error
+    assert abs(e.value - 0.585) < 5 * e.std_error
+    assert abs(fit.scale - 0.0087) < 5 * fit.scale_std_error
     assert e.rms == pytest.approx(0.02, rel=0.5) and len(e.residuals) == 24
     assert sum(e.residuals) == pytest.approx(0.0, abs=1e-12)  # an intercept: residuals sum to 0
 
@@ -151,7 +154,7 @@ def test_smoothness_many_recovers_noisy_constant(rng, layers):
     losses = clean + 0.01 * spread * rng.standard_normal(r.size)  # 1 % of the rank effect
     fit = fit_smoothness_many(r, losses, SPECTRUM, layers)
     assert 0 < fit.std_error < 0.05 * l_s
-    assert abs(fit.value - l_s) < 4 * fit.std_error
+    assert abs(fit.value - l_s) < 6 * fit.std_error
     assert fit.r_squared > 0.99
 
 
@@ -192,7 +195,7 @@ def test_noise_gain_many_recovers_noisy_gain(rng):
     y = 0.0057 * d + 0.02 * 0.0057 * d.max() * rng.standard_normal(d.size)
     fit = fit_noise_gain_many(d, y)
     assert 0 < fit.std_error < 0.05 * 0.0057
-    assert abs(fit.value - 0.0057) < 4 * fit.std_error
+    assert abs(fit.value - 0.0057) < 5 * fit.std_error
     assert fit.curvature is False  # 2 % noise: no quadratic term worth 10 % of the rise
 
 
@@ -200,6 +203,10 @@ def test_noise_gain_std_error_formula_and_shrinkage(rng):
     d = LEVELS * 0.04
     y = 0.0057 * d + 1e-5 * rng.standard_normal(d.size)
     few = fit_noise_gain_many(d, y)
+    assert few.value == pytest.approx(float(d @ y / (d @ d)), rel=1e-12)  # through the origin
+    offset = fit_noise_gain_many(d, y + 1e-4)  # an offset is not absorbed by an intercept
+    assert offset.value == pytest.approx(float(d @ (y + 1e-4) / (d @ d)), rel=1e-12)
+    assert offset.rms > 1e-5
     res = np.asarray(few.residuals)
     assert few.std_error == pytest.approx(math.sqrt(res @ res / 3 / (d @ d)), rel=1e-12)
     many = fit_noise_gain_many(np.tile(d, 16), np.tile(y, 16))  # the same points, 16 times
@@ -272,3 +279,33 @@ def test_fit_to_dict_is_json_safe():
     json.dumps(d, allow_nan=False)
     assert d["std_error"] is None and d["n"] == 1 and d["residuals"] == [pytest.approx(0.0)]
     assert set(d) >= {"value", "std_error", "residuals", "r_squared", "rms", "n", "curvature"}
+
+
+def test_loss_profile_spectrum_reproduces_the_measured_rank_profile():
+    from fedopt.gap_models import RankTruncation
+    from fedopt.gap_models.calibration import loss_profile_spectrum
+    from fedopt.instance import load_instance
+
+    layers = load_instance("char-tasks").lora.layers
+    ranks = [1, 2, 4, 8, 16, 32]
+    losses = [2.713, 2.673, 2.643, 2.609, 2.575, 2.535]  # measured on char-tasks, 2 seeds
+    ls = 0.33
+    s = loss_profile_spectrum(ranks * 2, losses * 2, ls, layers)  # two seeds, equal losses
+    eps = 0.5 * ls * RankTruncation(np.array(s)).energy_beyond(np.array(ranks), layers)
+    # ε(r) − ε(32) = F(r) − F(32); 4 significant digits in s give ~1e-3 relative error
+    np.testing.assert_allclose(eps, np.array(losses) - losses[-1], rtol=2e-3, atol=1e-6)
+    assert list(s) == sorted(s, reverse=True)
+
+
+def test_loss_profile_spectrum_pools_non_monotone_drops():
+    from fedopt.gap_models import RankTruncation
+    from fedopt.gap_models.calibration import loss_profile_spectrum
+    from fedopt.instance import load_instance
+
+    layers = load_instance("char-tasks").lora.layers
+    # a loss that rises between 4 and 8 (seed noise) is clipped; the total drop 1 -> 16 stays
+    ranks, losses = [1, 2, 4, 8, 16], [3.0, 2.9, 2.85, 2.86, 2.70]
+    s = loss_profile_spectrum(ranks, losses, 1.0, layers)
+    assert list(s) == sorted(s, reverse=True)
+    eps = 0.5 * RankTruncation(np.array(s)).energy_beyond(np.array([1, 16]), layers)
+    assert eps[0] - eps[1] == pytest.approx(3.0 - 2.70 + 0.01, rel=2e-3)  # the clipped rise

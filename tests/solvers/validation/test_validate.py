@@ -194,3 +194,19 @@ def test_bad_device_is_a_named_error(invoke, device, message):
     res = invoke("validate", "--rounds", "1", "--seeds", "0", "--device", device)
     assert res.exit_code == 2
     assert "device" in res.output and message in res.output
+
+
+def test_a_corrupt_corpus_or_base_model_exits_2_with_its_name(invoke, monkeypatch):
+    from fedopt.fl import corpus, pretrained
+
+    corpus._snapshot_text.cache_clear()
+    monkeypatch.setattr(corpus, "SNAPSHOT_SHA256", "0" * 64)
+    try:
+        res = invoke("validate", "--rounds", "1", "--seeds", "0", "--quiet")
+    finally:
+        corpus._snapshot_text.cache_clear()
+    assert res.exit_code == 2 and "corpus snapshot" in res.output and "SHA-256" in res.output
+    monkeypatch.undo()
+    monkeypatch.setitem(pretrained.SHIPPED_SHA256, "prose-base", "0" * 64)
+    res = invoke("validate", "--rounds", "1", "--seeds", "0", "--quiet")
+    assert res.exit_code == 2 and "prose-base.pt: SHA-256" in res.output
