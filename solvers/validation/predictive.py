@@ -132,6 +132,52 @@ def _check_grid(instance: Instance, powers: Any, ranks: Any, streams: Any
     return powers, ranks, streams
 
 
+def _power_runs(inst: Instance, p_dbm: float, ranks: list[int], streams: list[int],
+                settings: Any, data: Any, base: Any, tick: Any) -> list[dict[str, Any]]:
+    """Every (r, L) of the grid at one power."""
+    nominal = nominal_instance(inst)
+    cache: dict = {}  # per-round beamformers: the same for every rank at one (P, L, seed)
+    out = []
+    for r in ranks:
+        for n_l in streams:
+            entry = _config_runs(inst, nominal, r, n_l, settings, data, base, cache,
+                                 lambda k, _r=r, _l=n_l: tick(k, f"P {p_dbm:g} dBm r {_r} L {_l}"))
+            out.append({"p_max_dbm": p_dbm, **entry})
+    return out
+
+
+def _planner_picks(inst: Instance, seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """``airfl-lora``'s (r, L) per seed, with the instance's and with the nominal constants."""
+    from fedopt.solvers.registry import solve
+
+    picks = []
+    for name, inst_x in (("calibrated", inst), ("nominal", nominal_instance(inst))):
+        for seed in seeds:
+            sol = solve(inst_x, "airfl-lora", seed=seed).solution
+            picks.append({"constants": name, "seed": int(seed),
+                          "rank": None if sol is None else sol.rank,
+                          "streams": None if sol is None else sol.streams})
+    return picks
+
+
+def _ideal_runs(inst: Instance, ranks: list[int], settings: Any, data: Any, base: Any,
+                tick: Any) -> dict[str, list[float]]:
+    """Error-free aggregation at every rank (power-independent), per seed."""
+    from fedopt.solvers.validation.driver import run_plan
+
+    ideal: dict[str, list[float]] = {}
+    for r in ranks:
+        ideal[str(r)] = []
+        for seed in settings.seeds:
+            # error-free aggregation needs only the rank: any plan of rank r will do
+            rank_plan = Plan(method="ideal", rank=r, streams=1, instance_name=inst.name)
+            summ, _ = run_plan(rank_plan, inst, settings, seed, ideal=True, data=data,
+                               base=base, name=f"ideal-r{r}/seed-{seed}")
+            ideal[str(r)].append(float(summ["final_eval_loss"]))
+            tick(1, f"ideal r {r}")
+    return ideal
+
+
 def predictive_grid(instance: Instance, *, powers: Sequence[float],
                     ranks: Sequence[int] | None = None, streams: Sequence[int] | None = None,
                     settings: Any = None, callback: Callback | None = None) -> dict[str, Any]:
@@ -159,8 +205,7 @@ def predictive_grid(instance: Instance, *, powers: Sequence[float],
         and the summary of :func:`summarize_grid`.
     """
     from fedopt.fl.training import evaluate_loss
-    from fedopt.solvers.registry import solve
-    from fedopt.solvers.validation.driver import ValidateSettings, check_model_layers, run_plan
+    from fedopt.solvers.validation.driver import ValidateSettings, check_model_layers
 
     powers, ranks, streams = _check_grid(instance, powers, ranks, streams)
     settings = settings or ValidateSettings.for_testbed(instance.learning.testbed)
@@ -181,32 +226,9 @@ def predictive_grid(instance: Instance, *, powers: Sequence[float],
     planner: dict[str, Any] = {}
     for p_dbm in powers:
         inst = inst0.with_devices(p_max_dbm=p_dbm)
-        nominal = nominal_instance(inst)
-        cache: dict = {}  # per-round beamformers: the same for every rank at one (P, L, seed)
-        for r in ranks:
-            for n_l in streams:
-                entry = _config_runs(inst, nominal, r, n_l, settings, data, base, cache,
-                                     lambda k, _p=p_dbm, _r=r, _l=n_l:
-                                     tick(k, f"P {_p:g} dBm r {_r} L {_l}"))
-                configs.append({"p_max_dbm": p_dbm, **entry})
-        picks = []
-        for nm, inst_x in (("calibrated", inst), ("nominal", nominal)):
-            for seed in settings.seeds:
-                sol = solve(inst_x, "airfl-lora", seed=seed).solution
-                picks.append({"constants": nm, "seed": int(seed),
-                              "rank": None if sol is None else sol.rank,
-                              "streams": None if sol is None else sol.streams})
-        planner[f"{p_dbm:g}"] = picks
-    ideal: dict[str, list[float]] = {}
-    for r in ranks:
-        ideal[str(r)] = []
-        for seed in settings.seeds:
-            # error-free aggregation needs only the rank: any plan of rank r will do
-            rank_plan = Plan(method="ideal", rank=r, streams=1, instance_name=inst0.name)
-            summ, _ = run_plan(rank_plan, inst0, settings, seed, ideal=True, data=data,
-                               base=base, name=f"ideal-r{r}/seed-{seed}")
-            ideal[str(r)].append(float(summ["final_eval_loss"]))
-            tick(1, f"ideal r {r}")
+        configs += _power_runs(inst, p_dbm, ranks, streams, settings, data, base, tick)
+        planner[f"{p_dbm:g}"] = _planner_picks(inst, settings.seeds)
+    ideal = _ideal_runs(inst0, ranks, settings, data, base, tick)
     model = base.model
     base_loss = float(evaluate_loss(model, data.global_heldout, model.seq_len,
                                     max_batches=settings.eval_batches).loss)

@@ -1,4 +1,5 @@
-"""The two figures that run the FL loop (d: training_loss, e: perplexity_vs_snr), quick mode."""
+"""The figures that run the FL loop (d: training_loss, e: perplexity_vs_snr,
+f: predicted_vs_measured), quick mode."""
 
 from __future__ import annotations
 
@@ -53,3 +54,20 @@ def test_perplexity_vs_snr_quick(out):
         if same:  # same payload layout: the ~10x MSE gap (RESULTS.md) dominates the noise
             assert rel["random-plan"] >= rel["airfl-lora"]
     assert data["ideal"]["perplexity"] > 1.0
+
+
+def test_predicted_vs_measured_quick(out):
+    from fedopt.solvers.validation.predictive import spearman
+
+    res = run_figure("predicted_vs_measured", out, quick=True)
+    assert _png_ok(res["png"])
+    data = json.loads(open(res["json"]).read())["data"]
+    configs = [c for c in data["configs"] if c.get("losses")]
+    assert len(configs) == 4  # 2 powers x 2 ranks x 1 stream, 1 seed
+    for c in configs:
+        assert len(c["losses"]) == 1 and c["gap"][0] > 0 and c["gap_nominal"][0] > 0
+    # the summary's ρ is Spearman's of the plotted points
+    want = spearman([c["gap"][0] for c in configs], [c["losses"][0] for c in configs])
+    assert data["summary"]["rho_calibrated"] == pytest.approx(want)
+    assert set(data["summary"]["per_power"]) == {"-10", "-40"}
+    assert min(c["losses"][0] for c in configs) < data["base_eval_loss"]  # 3 rounds help
