@@ -66,7 +66,7 @@ def calibrate(
         "instance's candidate ranks).")] = None,
     noise_levels: Annotated[str | None, typer.Option(
         "--noise-levels", help="Comma-separated injected error variances per entry, in units "
-        "of the round's update scale v_t² (default 2,4,8).")] = None,
+        "of the round's update scale v_t² (default 4,8,16).")] = None,
     noise_rank: Annotated[int | None, typer.Option(
         "--noise-rank", help="Rank of the noisy pilots (default: the largest rank).")] = None,
     truncation: Annotated[str, typer.Option(
@@ -108,7 +108,7 @@ def calibrate(
                    else _parse_list("--seeds", seeds, int, "100,101")),
             noise_levels=(DEFAULT_NOISE_LEVELS if noise_levels is None
                           else _parse_list("--noise-levels", noise_levels, float,
-                                           "2,4,8")),
+                                           "4,8,16")),
             noise_rank=noise_rank, names=_OPTIONS)
         show = not quiet and fmt is OutputFormat.text
         with progress("calibrate", show) as tick:

@@ -181,7 +181,7 @@ def test_synthetic_pilots_recover_the_constants(fake_pilots):
     # the defaults: every candidate rank, seeds 100 and 101, three levels at the largest rank,
     # the instance's testbed recipe
     assert m["ranks"] == [1, 2, 4, 8, 16, 32] and m["seeds"] == [100, 101]
-    assert m["noise_levels"] == [2.0, 4.0, 8.0] and m["noise_rank"] == 32
+    assert m["noise_levels"] == [4.0, 8.0, 16.0] and m["noise_rank"] == 32
     assert m["settings"] == ValidateSettings.for_testbed("domain-shift").to_dict()
     assert len(m["pilots"]) == 2 * (6 + 3) and records[-1]["done"] == records[-1]["total"] == 18
     # exact data: exact recovery, zero residuals
@@ -288,7 +288,7 @@ def test_cli_writes_the_instance_and_refuses_to_overwrite(tmp_path, invoke, fake
     assert inst.learning.spectrum_kind == "measured" and inst.learning.smoothness == L_S
     text = out.read_text(encoding="utf-8")
     assert ("# command: fedopt calibrate tiny-char --rounds 1 --seeds 0,1 --ranks 1,4,32 "
-            "--noise-levels 2,4,8 --noise-rank 32 --truncation loss-profile") in text
+            "--noise-levels 4,8,16 --noise-rank 32 --truncation loss-profile") in text
     before = out.read_bytes()
     res = invoke("calibrate", "tiny-char", "--rounds", "1", "-o", str(out))
     assert res.exit_code == 2 and "--force" in res.output

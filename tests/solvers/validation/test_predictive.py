@@ -85,5 +85,18 @@ def test_summary_finds_the_best_and_grades_the_pick():
     assert row["planner_calibrated"]["within_target"]
     nominal = row["planner_nominal"]
     assert nominal["above_best"] == pytest.approx(0.10)
+    # the sd of the two compared: both have sd 0.01414 here
     assert nominal["above_best_in_sd"] == pytest.approx(0.10 / np.std([2.0, 2.02], ddof=1))
     assert not nominal["within_target"]  # 5 % above the best, 7 sd
+
+
+def test_off_grid_picks_are_graded_but_not_ranked():
+    grid = {"powers": [0.0], "configs": [
+        _config(0.0, 8, 1, [1.90, 1.92], 0.5), _config(0.0, 32, 2, [1.95, 1.97], 0.7),
+        {**_config(0.0, 1, 1, [2.50, 2.52], 0.1), "extra": True}],
+        "planner": {"0": [{"constants": "calibrated", "seed": 0, "rank": 8, "streams": 1},
+                          {"constants": "nominal", "seed": 0, "rank": 1, "streams": 1}]}}
+    s = summarize_grid(grid)
+    assert s["n_configs"] == 2 and s["rho_calibrated"] == pytest.approx(1.0)
+    nominal = s["per_power"]["0"]["planner_nominal"]
+    assert nominal["in_grid"] is False and nominal["above_best"] == pytest.approx(0.60)
