@@ -10,8 +10,8 @@ It prints, over the grid and per power:
   the best, in percent and in the seed sd of the two compared (target: within one sd or 0.5 %);
   a pick outside the grid is run too, to grade it (it does not count for ρ).
 
-Run:  python -m benchmarks.predictive [--instance char-tasks] [--powers -10,-25,-40]
-      [--ranks 2,8,32] [--streams 1,2] [--seeds 0,1,2] [--rounds 30] [--quick]
+Run:  python -m benchmarks.predictive [--instance char-tasks] [--powers=-25,-35,-40,-45]
+      [--ranks 4,16,32] [--streams 1,2] [--seeds 0,1,2] [--rounds 30] [--quick]
       [--out benchmarks/results/predictive.json]
 """
 
@@ -41,6 +41,7 @@ def _floats(text: str) -> list[float]:
 
 
 def _or_nan(x: float | None) -> float:
+    """None (an undefined value in the JSON) printed as nan."""
     return float("nan") if x is None else x
 
 
@@ -65,11 +66,11 @@ def report(grid: dict[str, Any]) -> str:
     lines += ["", f"base model {grid['base_eval_loss']:.4f}; ideal aggregation {ideal}; retained ="
               " (base − loss) / (base − ideal at the same rank)",
               f"median seed sd {s['median_seed_sd']:.4g} over {s['n_configs']} configurations",
-              f"Spearman rho (all): calibrated {s['rho_calibrated']:.3f}, nominal "
-              f"{s['rho_nominal']:.3f}"]
+              f"Spearman rho (all): calibrated {_or_nan(s['rho_calibrated']):.3f}, nominal "
+              f"{_or_nan(s['rho_nominal']):.3f}"]
     for p, row in s["per_power"].items():
-        lines.append(f"P = {p} dBm: rho calibrated {row['rho_calibrated']:.3f}, nominal "
-                     f"{row['rho_nominal']:.3f}; best measured (r={row['best']['rank']}, "
+        lines.append(f"P = {p} dBm: rho calibrated {_or_nan(row['rho_calibrated']):.3f}, nominal "
+                     f"{_or_nan(row['rho_nominal']):.3f}; best measured (r={row['best']['rank']}, "
                      f"L={row['best']['streams']}) {row['best']['loss_mean']:.4f}")
         for nm in ("calibrated", "nominal"):
             e = row[f"planner_{nm}"]
@@ -89,8 +90,8 @@ def report(grid: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--instance", default="char-tasks", help="calibrated instance or preset")
-    ap.add_argument("--powers", type=_floats, default=[-10.0, -25.0, -40.0])
-    ap.add_argument("--ranks", type=_ints, default=[2, 8, 32])
+    ap.add_argument("--powers", type=_floats, default=[-25.0, -35.0, -40.0, -45.0])
+    ap.add_argument("--ranks", type=_ints, default=[4, 16, 32])
     ap.add_argument("--streams", type=_ints, default=[1, 2])
     ap.add_argument("--seeds", type=_ints, default=[0, 1, 2])
     ap.add_argument("--rounds", type=int, default=None, help="default: the testbed's")

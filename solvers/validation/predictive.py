@@ -296,8 +296,10 @@ def summarize_grid(grid: dict[str, Any]) -> dict[str, Any]:
                                            ideal.get(c["rank"]))
     ok = [c for c in ran if not c.get("extra")]
 
-    def rho(cs: list[dict[str, Any]], key: str) -> float:
-        return spearman([float(np.mean(c[key])) for c in cs], [c["loss_mean"] for c in cs])
+    def rho(cs: list[dict[str, Any]], key: str) -> float | None:
+        """ρ, or None (JSON-safe) where it is undefined: < 2 points or a constant side."""
+        value = spearman([float(np.mean(c[key])) for c in cs], [c["loss_mean"] for c in cs])
+        return None if math.isnan(value) else value
 
     out: dict[str, Any] = {
         "n_configs": len(ok),

@@ -62,8 +62,10 @@ def test_predicted_vs_measured_quick(out):
     res = run_figure("predicted_vs_measured", out, quick=True)
     assert _png_ok(res["png"])
     data = json.loads(open(res["json"]).read())["data"]
-    configs = [c for c in data["configs"] if c.get("losses")]
-    assert len(configs) == 4  # 2 powers x 2 ranks x 1 stream, 1 seed
+    configs = [c for c in data["configs"] if c.get("losses") and not c.get("extra")]
+    # 2 powers x (r, L) in {2, 32} x {1, 2}, one seed; r = 32 with one stream misses the budget
+    assert len(configs) == 6
+    assert all(c.get("error") for c in data["configs"] if (c["rank"], c["streams"]) == (32, 1))
     for c in configs:
         assert len(c["losses"]) == 1 and c["gap"][0] > 0 and c["gap_nominal"][0] > 0
     # the summary's ρ is Spearman's of the plotted points
