@@ -235,14 +235,23 @@ def run_plan(plan: Plan, instance: Instance, settings: ValidateSettings, seed: i
 
     ``data`` and ``base`` default to the instance's testbed (``settings.client_data`` /
     ``settings.base_model``); pass them when running many plans on one split. Raises the
-    :class:`~fedopt.errors.FedOptError` that keeps the plan from running (e.g. infeasible).
+    :class:`~fedopt.errors.FedOptError` that keeps the plan from running (e.g. infeasible) or
+    the run from resuming (e.g. a corrupt checkpoint).
     """
+    run = build_run(plan, instance, seed=seed, mode=settings.mode, tsfa_v=settings.tsfa_v,
+                    ideal=ideal, cache=cache)
+    return _execute(run, instance, settings, seed, data=data, base=base, out_dir=out_dir,
+                    resume=resume, name=name, callback=callback)
+
+
+def _execute(run: Any, instance: Instance, settings: ValidateSettings, seed: int, *,
+             data: Any, base: Any, out_dir: Path | None, resume: bool, name: str,
+             callback: Callback | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Train a built run (:func:`build_run`) for ``seed``."""
     from fedopt.fl.loop import run_federated
 
     data = settings.client_data(instance) if data is None else data
     base = settings.base_model(instance) if base is None else base
-    run = build_run(plan, instance, seed=seed, mode=settings.mode, tsfa_v=settings.tsfa_v,
-                    ideal=ideal, cache=cache)
     model, _ = run.lora_model(base, settings, seed)
     model.to(settings.device)
     res = run_federated(
@@ -260,17 +269,20 @@ def run_plan(plan: Plan, instance: Instance, settings: ValidateSettings, seed: i
 
 
 def _run_seed(ctx: _Context, name: str, seed: int) -> tuple[dict[str, Any], Any] | str:
-    """One (method, seed) run: its summary and history, or the error that kept it from running."""
-    start, label = ctx.progress.done, f"{name} seed {seed}"
+    """One (method, seed) run: its summary and history, or the error that kept its plan from
+    running (a run that cannot resume — a corrupt checkpoint — raises)."""
+    s = ctx.settings
     try:
-        out = run_plan(ctx.plans(name, seed), ctx.instance, ctx.settings, seed,
-                       ideal=name == "ideal", data=ctx.data, base=ctx.base, cache=ctx.cache,
-                       out_dir=None if ctx.out is None else ctx.out / name / f"seed-{seed}",
-                       resume=ctx.resume, name=f"{name}/seed-{seed}",
-                       callback=lambda rec: ctx.progress.report(start + rec["round"] + 1, label))
+        run = build_run(ctx.plans(name, seed), ctx.instance, seed=seed, mode=s.mode,
+                        tsfa_v=s.tsfa_v, ideal=name == "ideal", cache=ctx.cache)
     except FedOptError as exc:
         return f"{type(exc).__name__}: {exc}"
-    ctx.progress.done = start + ctx.settings.rounds
+    start, label = ctx.progress.done, f"{name} seed {seed}"
+    out = _execute(run, ctx.instance, s, seed, data=ctx.data, base=ctx.base,
+                   out_dir=None if ctx.out is None else ctx.out / name / f"seed-{seed}",
+                   resume=ctx.resume, name=f"{name}/seed-{seed}",
+                   callback=lambda rec: ctx.progress.report(start + rec["round"] + 1, label))
+    ctx.progress.done = start + s.rounds
     return out
 
 
