@@ -135,6 +135,16 @@ class TrainingRecipe:
         return bed.client_data(n, concentration=self.concentration, seed=self.data_seed,
                                task_mixing=self.task_mixing)
 
+    def base_eval_loss(self, base: Any, data: Any) -> float:
+        """The base model's loss on ``data``'s global held-out set, evaluated as the loop
+        evaluates (``eval_batches``; on the recipe's ``device`` if it has one): a LoRA model at
+        initialization is the base model, so this is every run's round-0 loss."""
+        from fedopt.fl.training import evaluate_loss
+
+        model = copy.deepcopy(base.model).to(getattr(self, "device", "cpu"))
+        return float(evaluate_loss(model, data.global_heldout, model.seq_len,
+                                   max_batches=self.eval_batches).loss)
+
     @staticmethod
     def base_model(instance: Instance) -> Any:
         """The pre-trained base model of the instance's testbed."""

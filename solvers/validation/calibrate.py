@@ -63,7 +63,7 @@ from fedopt.gap_models.calibration import (
     measure_initial_gap,
 )
 from fedopt.instance import Instance
-from fedopt.solvers.validation.calibration_pilots import _base_eval_loss, _Pilot, _pilot
+from fedopt.solvers.validation.calibration_pilots import _Pilot, _pilot
 from fedopt.solvers.validation.calibration_plan import (
     DEFAULT_NOISE_LEVELS,
     DEFAULT_SEEDS,
@@ -175,7 +175,7 @@ def _prepare(instance: Instance, *, rounds: Any, ranks: Any, seeds: Any, noise_l
     recipe = settings or ValidateSettings.for_testbed(instance.learning.testbed)
     data = recipe.client_data(instance)
     base = recipe.base_model(instance)
-    base_loss = _base_eval_loss(base, data, recipe)
+    base_loss = recipe.base_eval_loss(base, data)
     cfg = recipe.loop_config(instance, rounds=plan.rounds, seed=plan.seeds[0])
     return _Run(plan=plan, recipe=recipe, data=data, base=base, base_loss=base_loss, cfg=cfg,
                 truncation=truncation, t_start=t_start)

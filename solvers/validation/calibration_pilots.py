@@ -97,14 +97,3 @@ def _pilot(instance: Instance, data: Any, base: Any, recipe: TrainingRecipe, *, 
                   final_train_loss=res.summary["final_train_loss"],
                   wall_s=time.perf_counter() - t0)
     return _Pilot(record, sv, rec.spreads)
-
-
-def _base_eval_loss(base: Any, data: Any, recipe: TrainingRecipe) -> float:
-    """The base model's held-out loss, evaluated as the loop evaluates (every pilot's start)."""
-    import copy
-
-    from fedopt.fl.training import evaluate_loss
-
-    model = copy.deepcopy(base.model).to(_device(recipe))
-    return float(evaluate_loss(model, data.global_heldout, model.seq_len,
-                               max_batches=recipe.eval_batches).loss)

@@ -306,18 +306,6 @@ def _run_method(ctx: _Context, name: str) -> dict[str, Any]:
     return combine_seeds(per_seed, curves, error)
 
 
-def _base_eval_loss(base: Any, data: Any, settings: ValidateSettings) -> float:
-    """The base model's loss on the global held-out set, evaluated as the loop evaluates (the
-    LoRA model at initialization is the base model, so this is every run's round-0 loss)."""
-    import copy
-
-    from fedopt.fl.training import evaluate_loss
-
-    model = copy.deepcopy(base.model).to(settings.device)
-    return float(evaluate_loss(model, data.global_heldout, model.seq_len,
-                               max_batches=settings.eval_batches).loss)
-
-
 def _data_summary(data: Any) -> dict[str, Any]:
     out = {"data_sizes": data.data_sizes.tolist(), "topics_per_client": data.topics_per_client}
     if data.tasks:
@@ -382,7 +370,7 @@ def validate(instance: Instance, *, plan: Plan | None = None, method: str = "air
     if plan is not None and inst is not instance:
         plan.check(inst)
     base = settings.base_model(instance)
-    base_loss = _base_eval_loss(base, data, settings)
+    base_loss = settings.base_eval_loss(base, data)
     ctx = _Context(inst, data, base, settings, _Plans(inst, plan, method),
                    _Progress(callback, len(names) * len(settings.seeds) * settings.rounds),
                    out, resume, {})

@@ -219,7 +219,6 @@ def predictive_grid(instance: Instance, *, powers: Sequence[float],
         ``planner`` (per P: the ``airfl-lora`` pick per seed), ``base_eval_loss``, ``settings``,
         and the summary of :func:`summarize_grid`.
     """
-    from fedopt.fl.training import evaluate_loss
     from fedopt.solvers.validation.driver import ValidateSettings, check_model_layers
 
     powers, ranks, streams = _check_grid(instance, powers, ranks, streams)
@@ -249,9 +248,7 @@ def predictive_grid(instance: Instance, *, powers: Sequence[float],
         configs += _power_runs(inst, p_dbm, ranks, streams, settings, data, base, tick,
                                extra=extra[p_dbm])
     ideal = _ideal_runs(inst0, ranks, settings, data, base, tick)
-    model = base.model
-    base_loss = float(evaluate_loss(model, data.global_heldout, model.seq_len,
-                                    max_batches=settings.eval_batches).loss)
+    base_loss = settings.base_eval_loss(base, data)
     out = {"instance": instance.name, "powers": powers, "ranks": ranks, "streams": streams,
            "settings": settings.to_dict(), "base_eval_loss": base_loss, "configs": configs,
            "ideal": ideal, "planner": planner}
