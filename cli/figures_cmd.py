@@ -28,7 +28,8 @@ def _registry():
 def figures(
     name: Annotated[str, typer.Argument(
         help="Figure to make: mse_vs_nr, mse_vs_power, gap_vs_rank, training_loss, "
-        "perplexity_vs_snr, or 'all'.", metavar="NAME", show_default=False)],
+        "perplexity_vs_snr, predicted_vs_measured, or 'all'.", metavar="NAME",
+        show_default=False)],
     quick: Annotated[bool, typer.Option(
         "--quick", help="Small, fast variant (seconds per figure) instead of the full one.")]
     = False,
