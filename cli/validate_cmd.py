@@ -31,6 +31,30 @@ def _parse_seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
+def _parse_algorithms(one: str | None, many: str | None) -> list[str] | None:
+    """``--algorithm`` / ``--algorithms`` as a list (None: the instance's algorithm)."""
+    from fedopt.errors import InvalidArgumentError
+
+    if one is not None and many is not None:
+        raise InvalidArgumentError("--algorithm and --algorithms: give one of them")
+    if many is not None:
+        names = [x.strip() for x in many.split(",") if x.strip()]
+        if not names:
+            raise InvalidArgumentError(
+                f"--algorithms: got {many!r}, expected comma-separated names such as "
+                f"fedavg,ffa")
+        return names
+    return None if one is None else [one]
+
+
+def _lr_field(optimizer: str, algorithms: list[str] | None) -> str:
+    """The recipe field ``--lr`` sets: the learning rate of the optimizer in use (Sophia's for
+    ``--optimizer sophia`` or over-the-air Sophia alone)."""
+    if optimizer == "sophia" or algorithms == ["ota-sophia"]:
+        return "sophia_lr"
+    return "adamw_lr" if optimizer == "adamw" else "lr"
+
+
 def _looks_like_plan(path: Path) -> bool:
     if path.suffix == ".npz":
         return True
@@ -72,6 +96,11 @@ def _fmt(value: Any, spec: str = ".4g", scale: float = 1.0) -> str:
     return str(value)
 
 
+def _algorithms_of(report: dict[str, Any]) -> str:
+    algs = dict.fromkeys(m.get("algorithm", "fedavg") for m in report["methods"].values())
+    return ", ".join(algs)
+
+
 def render_table(report: dict[str, Any]) -> str:
     """The predicted-vs-measured table of a validation report."""
     cols = [("method", None), ("r", None), ("L", None), ("pred. gap", ".4g"),
@@ -104,7 +133,8 @@ def render_table(report: dict[str, Any]) -> str:
     out += [
         "",
         f"instance {report['instance']}; {s['rounds']} rounds x seeds {s['seeds']} "
-        f"(mean over seeds); {s['optimizer']} lr {s['lr']:g}; aircomp path {s['mode']}; "
+        f"(mean over seeds); algorithm {_algorithms_of(report)}; {s['optimizer']} lr "
+        f"{s[_lr_field(s['optimizer'], None)]:g}; aircomp path {s['mode']}; "
         f"{report['wall_s']:.0f} s",
         "base model (before fine-tuning): eval loss "
         f"{_fmt(report.get('base_eval_loss'), '.4f')}; retained = fine-tuning gain retained, "
@@ -145,7 +175,16 @@ def validate(
     lr: Annotated[float | None, typer.Option(
         "--lr", min=0.0, help="Local learning rate (default: the testbed's, 1.0 on "
         "domain-shift, 1.5 on pydoc-topics).")] = None,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="sgd or adamw.")] = "sgd",
+    optimizer: Annotated[str, typer.Option(
+        "--optimizer", help="Local optimizer: sgd, adamw or sophia (SophiaG local steps: "
+        "Fed-Sophia).")] = "sgd",
+    algorithm: Annotated[str | None, typer.Option(
+        "--algorithm", help="Federated algorithm: fedavg, ota-sophia (over-the-air Sophia), "
+        "ffa (FFA-LoRA), fedsa (FedSA-LoRA); default: the instance's learning.algorithm "
+        "(fedavg).")] = None,
+    algorithms: Annotated[str | None, typer.Option(
+        "--algorithms", help="Comma-separated algorithms to compare in one run (methods "
+        "reported as NAME@ALGORITHM).")] = None,
     mode: Annotated[str, typer.Option(
         "--mode", help="AirComp path: exact (symbol level) or equivalent (validated "
         "equivalent noise, faster).")] = "exact",
@@ -170,10 +209,12 @@ def validate(
         testbed = inst.learning.testbed
         base = (ValidateSettings.quick(testbed) if quick
                 else ValidateSettings.for_testbed(testbed))
+        algs = _parse_algorithms(algorithm, algorithms)
         settings = replace(
             base, rounds=rounds or base.rounds,
             seeds=_parse_seeds(seeds) if seeds is not None else base.seeds,
-            lr=base.lr if lr is None else lr, optimizer=optimizer, mode=mode, device=device)
+            optimizer=optimizer, mode=mode, device=device,
+            **({} if lr is None else {_lr_field(optimizer, algs): lr}))
         extra: tuple[str, ...] = ()
         if compare is not None:
             extra = tuple(x.strip() for x in compare.split(",") if x.strip())
@@ -181,8 +222,9 @@ def validate(
             extra = DEFAULT_BASELINES
         show = not quiet and fmt is OutputFormat.text
         with progress("validate", show) as tick:
-            report = run(inst, plan=plan, method=method, baselines=extra, settings=settings,
-                         out_dir=out, resume=resume, callback=tick).to_dict(per_seed=False)
+            report = run(inst, plan=plan, method=method, baselines=extra, algorithms=algs,
+                         settings=settings, out_dir=out, resume=resume,
+                         callback=tick).to_dict(per_seed=False)
         if fmt is OutputFormat.json:
             print_json(report)
         else:

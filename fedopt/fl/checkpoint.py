@@ -79,17 +79,20 @@ def is_stateful(obj: Any) -> bool:
 
 
 class RunState(NamedTuple):
-    """What a checkpoint restores: θ, the next round, the log so far, the aggregator's state."""
+    """What a checkpoint restores: θ, the next round, the log so far, the aggregator's state and
+    the algorithm's (the clients' private factors and optimizer states)."""
 
     theta: np.ndarray
     next_round: int
     history: list[dict[str, Any]]
     agg_state: dict[str, np.ndarray]
+    alg_state: dict[str, np.ndarray]
 
 
 def save_run_checkpoint(path: Path, *, theta: np.ndarray, next_round: int, digest: str,
                         history: list[dict[str, Any]],
-                        agg_state: Mapping[str, np.ndarray]) -> None:
+                        agg_state: Mapping[str, np.ndarray],
+                        alg_state: Mapping[str, np.ndarray] | None = None) -> None:
     """Write the checkpoint atomically (a crash never leaves half a file under ``path``)."""
     arrays: dict[str, np.ndarray] = {
         "format": np.array(_CKPT_FORMAT), "version": np.array(_CKPT_VERSION),
@@ -98,6 +101,8 @@ def save_run_checkpoint(path: Path, *, theta: np.ndarray, next_round: int, diges
     }
     for k, v in agg_state.items():
         arrays[f"agg.{k}"] = np.asarray(v)
+    for k, v in (alg_state or {}).items():
+        arrays[f"alg.{k}"] = np.asarray(v)
     atomic_savez(path, **arrays)
 
 
@@ -138,7 +143,8 @@ def load_run_checkpoint(path: Path, digest: str, q: int) -> RunState:
             f"checkpoint {str(path)!r} is inconsistent (theta shape {theta.shape}, expected "
             f"({q},); {len(history)} logged rounds for next round {nxt}); {_HINT}")
     agg = {k[4:]: v for k, v in data.items() if k.startswith("agg.")}
-    return RunState(theta, nxt, history, agg)
+    alg = {k[4:]: v for k, v in data.items() if k.startswith("alg.")}
+    return RunState(theta, nxt, history, agg, alg)
 
 
 def check_out_dir(out_dir: str | os.PathLike) -> Path:
@@ -191,15 +197,16 @@ class RunFiles:
         return None
 
     def record_round(self, history: list[dict[str, Any]], theta: np.ndarray, next_round: int,
-                     aggregator: Any) -> None:
-        """After a round: rewrite the log, then the checkpoint with the aggregator's state (no-op
-        without a directory)."""
+                     aggregator: Any, algorithm: Any = None) -> None:
+        """After a round: rewrite the log, then the checkpoint with the aggregator's and the
+        algorithm's state (no-op without a directory)."""
         if self.out is None:
             return
         write_log(self.log, history)
         save_run_checkpoint(self.checkpoint, theta=theta, next_round=next_round,
                             digest=self.digest, history=history,
-                            agg_state=aggregator.state_dict() if is_stateful(aggregator) else {})
+                            agg_state=aggregator.state_dict() if is_stateful(aggregator) else {},
+                            alg_state=algorithm.state_dict() if is_stateful(algorithm) else {})
 
     def finish(self, summary: Mapping[str, Any], completed: bool) -> dict[str, str]:
         """Write ``summary.json`` for a completed run; the paths written, by role."""

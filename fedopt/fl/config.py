@@ -5,7 +5,9 @@ on construction (bad values raise :class:`~fedopt.errors.InvalidArgumentError` n
 Every random draw of round t is a function of (seed, t) alone:
 
 - client k's mini-batches come from :func:`client_rng`, ``SeedSequence(seed, spawn_key=(2, t, k))``;
-- the aggregator's noise comes from :func:`round_rng`, ``SeedSequence(seed, spawn_key=(3, t))``.
+- the aggregator's noise comes from :func:`round_rng`, ``SeedSequence(seed, spawn_key=(3, t))``;
+- the labels of Sophia's Hessian estimator (sampled from the model's own softmax) come from
+  :func:`hessian_generator`, ``SeedSequence(seed, spawn_key=(6, t, k))``.
 
 This module needs numpy only.
 """
@@ -19,10 +21,14 @@ from typing import Any
 import numpy as np
 
 from fedopt.errors import InvalidArgumentError
+from fedopt.instance.sections import ALGORITHMS
 
-__all__ = ["OPTIMIZERS", "LoopConfig", "client_rng", "round_rng", "require_int", "require_number"]
+__all__ = ["OPTIMIZERS", "LOOP_ALGORITHMS", "LoopConfig", "client_rng", "round_rng",
+           "hessian_generator", "require_int", "require_number"]
 
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adamw", "sophia")
+#: the federated algorithms :func:`fedopt.fl.loop.run_federated` runs (:mod:`fedopt.fl.algorithms`)
+LOOP_ALGORITHMS = ALGORITHMS
 
 
 def require_int(name: str, value: Any, least: int = 1) -> int:
@@ -58,10 +64,20 @@ class LoopConfig:
         Windows per local mini-batch.
     seq_len : int or None
         Window length (default: the model's ``seq_len``).
-    optimizer : {"sgd", "adamw"}
-        Local optimizer (AdamW with β = (0.9, 0.999)).
+    algorithm : {"fedavg", "ota-sophia", "ffa", "fedsa"}
+        What clients compute and send (:mod:`fedopt.fl.algorithms`): ``fedavg`` their LoRA update
+        after E local steps (FedSGD with E = 1; Fed-Sophia with ``optimizer="sophia"``);
+        ``ota-sophia`` their gradient EMA m and Hessian estimate h (the server takes the
+        Sophia step); ``ffa`` (FFA-LoRA) the update of B with A frozen; ``fedsa`` (FedSA-LoRA)
+        the update of A, each client keeping its own B.
+    optimizer : {"sgd", "adamw", "sophia"}
+        Local optimizer: SGD, AdamW (β = (0.9, 0.999), fresh each round) or SophiaG
+        (:mod:`fedopt.fl.sophia`; each client keeps its m, h across rounds). With
+        ``algorithm="ota-sophia"`` the default ``"sgd"`` becomes ``"sophia"`` (the Sophia step is
+        the server's; ``"adamw"`` is refused).
     lr : float
-        Local learning rate.
+        Local learning rate (Sophia: the largest step per coordinate; ``ota-sophia``: the
+        server's step, times ``server_lr``).
     weight_decay : float
         Decoupled weight decay (AdamW) or L2 (SGD) on the LoRA factors.
     server_lr : float
@@ -74,6 +90,10 @@ class LoopConfig:
         Cap on held-out batches of 64 windows per evaluation (spread over the whole set).
     seed : int
         Seeds batches and aggregation noise (and nothing else: the model and data come in).
+    sophia_beta1, sophia_beta2, sophia_gamma, sophia_eps, sophia_tau
+        SophiaG's gradient-EMA and Hessian-EMA weights, clip scale γ, floor ε and Hessian
+        refresh period τ (in local steps; in rounds for ``ota-sophia``). Defaults: the Sophia
+        reference's (:data:`fedopt.fl.sophia.SOPHIA_DEFAULTS`).
     """
 
     rounds: int = 30
@@ -88,6 +108,12 @@ class LoopConfig:
     eval_every: int = 1
     eval_batches: int = 4
     seed: int = 0
+    algorithm: str = "fedavg"
+    sophia_beta1: float = 0.965
+    sophia_beta2: float = 0.99
+    sophia_gamma: float = 0.01
+    sophia_eps: float = 1e-12
+    sophia_tau: int = 10
 
     def __post_init__(self) -> None:
         require_int("rounds", self.rounds)
@@ -106,6 +132,25 @@ class LoopConfig:
         require_int("eval_every", self.eval_every)
         require_int("eval_batches", self.eval_batches)
         require_int("seed", self.seed, least=0)
+        self._check_algorithm()
+
+    def _check_algorithm(self) -> None:
+        if self.algorithm not in LOOP_ALGORITHMS:
+            raise InvalidArgumentError(
+                f"algorithm: got {self.algorithm!r}, must be one of {', '.join(LOOP_ALGORITHMS)}")
+        if self.algorithm == "ota-sophia":
+            if self.optimizer == "adamw":
+                raise InvalidArgumentError(
+                    "optimizer: got 'adamw' with algorithm 'ota-sophia', whose clients run no "
+                    "local optimizer (the server takes the Sophia step); use 'sophia'")
+            object.__setattr__(self, "optimizer", "sophia")
+        for name in ("sophia_beta1", "sophia_beta2"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+                raise InvalidArgumentError(f"{name}: got {v!r}, must be a number in [0, 1)")
+        require_number("sophia_gamma", self.sophia_gamma)
+        require_number("sophia_eps", self.sophia_eps)
+        require_int("sophia_tau", self.sophia_tau)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,6 +161,15 @@ def client_rng(seed: int, round_index: int, client: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(int(seed),
                                                         spawn_key=(2, int(round_index),
                                                                    int(client))))
+
+
+def hessian_generator(seed: int, round_index: int, client: int) -> Any:
+    """The torch generator of client ``client``'s Hessian-estimator labels in round
+    ``round_index`` (imports torch)."""
+    import torch
+
+    ss = np.random.SeedSequence(int(seed), spawn_key=(6, int(round_index), int(client)))
+    return torch.Generator().manual_seed(int(ss.generate_state(1, np.uint64)[0] >> 1))
 
 
 def round_rng(seed: int, round_index: int) -> np.random.Generator:

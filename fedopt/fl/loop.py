@@ -36,6 +36,7 @@ from torch import nn
 
 from fedopt.errors import InvalidArgumentError
 from fedopt.fl.aggregators import AggregationResult, Aggregator
+from fedopt.fl.algorithms import Algorithm, make_algorithm
 from fedopt.fl.checkpoint import (
     CHECKPOINT_NAME,
     LOG_NAME,
@@ -48,7 +49,7 @@ from fedopt.fl.checkpoint import (
 from fedopt.fl.config import OPTIMIZERS, LoopConfig, client_rng, require_number, round_rng
 from fedopt.fl.data import FederatedData
 from fedopt.fl.lora import LoRALinear, flatten_lora, lora_modules, lora_parameters, unflatten_lora
-from fedopt.fl.training import deterministic, evaluate_loss, local_update
+from fedopt.fl.training import deterministic, evaluate_loss
 
 __all__ = ["OPTIMIZERS", "LoopConfig", "RunResult", "run_federated", "round_rng", "client_rng",
            "CHECKPOINT_NAME", "LOG_NAME", "SUMMARY_NAME", "check_out_dir"]
@@ -91,6 +92,7 @@ class _Run:
     compute_time_s: float
     seq_len: int
     device: torch.device
+    algorithm: Algorithm
 
     def flat(self) -> np.ndarray:
         """The adapters' current LoRA vector (float64)."""
@@ -146,9 +148,11 @@ def _prepare(model: nn.Module, data: FederatedData, aggregator: Aggregator,
     phi = _check_weights(weights, data)
     compute_time_s = require_number("compute_time_s", compute_time_s, allow_zero=True)
     seq_len = _check_seq_len(cfg, model, data)
-    return _Run(model=model, data=data, aggregator=aggregator, cfg=cfg, mods=mods,
-                params=params, phi=phi, compute_time_s=compute_time_s, seq_len=seq_len,
-                device=next(iter(mods.values())).A.device)
+    run = _Run(model=model, data=data, aggregator=aggregator, cfg=cfg, mods=mods,
+               params=params, phi=phi, compute_time_s=compute_time_s, seq_len=seq_len,
+               device=next(iter(mods.values())).A.device, algorithm=make_algorithm(cfg.algorithm))
+    run.algorithm.bind(run, run.flat())
+    return run
 
 
 def _diverged(t: int, what: str, cfg: LoopConfig) -> InvalidArgumentError:
@@ -158,17 +162,14 @@ def _diverged(t: int, what: str, cfg: LoopConfig) -> InvalidArgumentError:
 
 
 def _client_updates(run: _Run, theta: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
-    """Steps 1–2: every client starts from θ_t; its update g_k and first-batch loss."""
-    k, q = run.data.n_clients, theta.size
-    updates = np.empty((k, q), dtype=np.float64)
+    """Steps 1–2: every client starts from θ_t; what it sends (its update g_k, or what the
+    algorithm has it send) and its first-batch loss."""
+    k = run.data.n_clients
+    updates = np.empty((k, run.algorithm.payload_size), dtype=np.float64)
     train_losses = np.empty(k)
     run.model.train()
-    for ci, client in enumerate(run.data.clients):
-        run.load(theta)
-        train_losses[ci] = local_update(run.model, run.params, client.train, run.cfg,
-                                        run.seq_len, client_rng(run.cfg.seed, t, ci),
-                                        run.device)
-        updates[ci] = theta - run.flat()
+    for ci in range(k):
+        updates[ci], train_losses[ci] = run.algorithm.client_update(run, theta, t, ci)
         if not (math.isfinite(train_losses[ci]) and np.all(np.isfinite(updates[ci]))):
             raise _diverged(t, f"client {ci}'s local update", run.cfg)
     return updates, train_losses
@@ -176,25 +177,42 @@ def _client_updates(run: _Run, theta: np.ndarray, t: int) -> tuple[np.ndarray, n
 
 def _server_step(run: _Run, theta: np.ndarray, updates: np.ndarray,
                  t: int) -> tuple[np.ndarray, AggregationResult]:
-    """Steps 3–4: aggregate, θ_{t+1} = θ_t − η_s ĝ, loaded into the adapters."""
+    """Steps 3–4: aggregate, the algorithm's server step (θ_{t+1} = θ_t − η_s ĝ for averaging),
+    loaded into the adapters."""
     res = run.aggregator.aggregate(updates, run.phi, t, round_rng(run.cfg.seed, t))
-    theta = theta - run.cfg.server_lr * np.asarray(res.estimate, dtype=np.float64)
+    theta = run.algorithm.server_update(run, theta, res.estimate, t)
     if not np.all(np.isfinite(theta)):
         raise _diverged(t, "the global LoRA state", run.cfg)
     run.load(theta)
     return theta, res
 
 
-def _evaluation(run: _Run, t: int) -> dict[str, float | None]:
+def _evaluation(run: _Run, theta: np.ndarray, t: int) -> dict[str, float | None]:
     """Step 5a: the global held-out loss and perplexity (None on rounds without evaluation)."""
     cfg = run.cfg
     if t == cfg.rounds - 1 or (t + 1) % cfg.eval_every == 0:
-        ev = evaluate_loss(run.model, run.data.global_heldout, run.seq_len,
-                           max_batches=cfg.eval_batches)
-        if not math.isfinite(ev.loss):
+        loss = _global_loss(run, theta)
+        if not math.isfinite(loss):
             raise _diverged(t, "the held-out loss", cfg)
-        return {"eval_loss": ev.loss, "perplexity": ev.perplexity}
+        return {"eval_loss": loss, "perplexity": _perplexity(loss)}
     return {"eval_loss": None, "perplexity": None}
+
+
+def _global_loss(run: _Run, theta: np.ndarray) -> float:
+    """The global held-out loss of θ; for an algorithm with private parameters, the φ-weighted
+    mean over clients of their own models' losses on it (the adapters end holding θ)."""
+    def loss() -> float:
+        return evaluate_loss(run.model, run.data.global_heldout, run.seq_len,
+                             max_batches=run.cfg.eval_batches).loss
+
+    if not run.algorithm.personal:
+        return loss()
+    losses = []
+    for k in range(run.data.n_clients):
+        run.load(run.algorithm.client_theta(theta, k))
+        losses.append(loss())
+    run.load(theta)
+    return float(run.phi @ np.asarray(losses) / run.phi.sum())
 
 
 def _accounting(res: AggregationResult, compute_time_s: float) -> dict[str, Any]:
@@ -225,7 +243,7 @@ def _one_round(run: _Run, theta: np.ndarray, t: int) -> tuple[np.ndarray, dict[s
     theta, res = _server_step(run, theta, updates, t)
     rec: dict[str, Any] = {"round": t,
                            "train_loss": float(run.phi @ train_losses / run.phi.sum())}
-    rec.update(_evaluation(run, t))
+    rec.update(_evaluation(run, theta, t))
     rec.update(_accounting(res, run.compute_time_s))
     rec["wall_s"] = time.perf_counter() - t0
     return theta, rec
@@ -239,18 +257,24 @@ def _run_rounds(run: _Run, files: RunFiles, theta: np.ndarray, start: int,
     for t in range(start, run.cfg.rounds):
         theta, rec = _one_round(run, theta, t)
         history.append(rec)
-        files.record_round(history, theta, t + 1, run.aggregator)
+        files.record_round(history, theta, t + 1, run.aggregator, run.algorithm)
         if callback is not None and callback(rec) and t != run.cfg.rounds - 1:
             return theta, False
     return theta, True
 
 
-def _client_eval(run: _Run) -> list[float | None]:
-    """Per-client held-out losses of the final model (None for a client with < 2 held out)."""
+def _client_eval(run: _Run, theta: np.ndarray) -> list[float | None]:
+    """Per-client held-out losses of the final model, each client's own where it keeps private
+    parameters (None for a client with < 2 held out); the adapters end holding θ."""
     run.model.eval()
-    return [evaluate_loss(run.model, c.heldout, run.seq_len,
-                          max_batches=run.cfg.eval_batches).loss
-            if c.n_heldout >= 2 else None for c in run.data.clients]
+    out: list[float | None] = []
+    for k, c in enumerate(run.data.clients):
+        run.load(run.algorithm.client_theta(theta, k))
+        out.append(evaluate_loss(run.model, c.heldout, run.seq_len,
+                                 max_batches=run.cfg.eval_batches).loss
+                   if c.n_heldout >= 2 else None)
+    run.load(theta)
+    return out
 
 
 def _restore_or_start(run: _Run, files: RunFiles, resume: bool, theta: np.ndarray
@@ -263,6 +287,7 @@ def _restore_or_start(run: _Run, files: RunFiles, resume: bool, theta: np.ndarra
         theta, start, history = state.theta, state.next_round, state.history
         if is_stateful(run.aggregator):
             run.aggregator.load_state_dict(state.agg_state)
+        run.algorithm.load_state_dict(state.alg_state)
     run.load(theta)
     return theta, start, history
 
@@ -328,9 +353,9 @@ def run_federated(model: nn.Module, data: FederatedData, aggregator: Aggregator,
     with deterministic(model):
         theta, completed = _run_rounds(run, files, theta, start, history, callback)
         if completed and history:
-            client_eval = _client_eval(run)
-    summary = _summarize(history, run.cfg, name, metadata, client_eval, theta.size, run.ranks(),
-                         completed)
+            client_eval = _client_eval(run, theta)
+    summary = _summarize(history, run.cfg, name, metadata, client_eval,
+                         run.algorithm.payload_size, run.ranks(), completed)
     return RunResult(history=history, summary=summary, theta=theta, completed=completed,
                      paths=files.finish(summary, completed))
 
@@ -352,7 +377,8 @@ def _summarize(history: list[dict[str, Any]], cfg: LoopConfig, name: str,
     final_eval = evals[-1]["eval_loss"] if evals else None
     return {
         "name": name, "completed": completed, "rounds": len(history),
-        "payload_reals": q, "ranks": ranks, "config": cfg.to_dict(),
+        "algorithm": cfg.algorithm, "payload_reals": q, "ranks": ranks,
+        "config": cfg.to_dict(),
         "final_train_loss": last.get("train_loss"),
         "final_eval_loss": final_eval,
         "perplexity": None if final_eval is None else _perplexity(final_eval),

@@ -38,7 +38,10 @@ class TrainingRecipe:
     ----------
     optimizer, lr, local_steps, batch_size
         Local training (None: the instance's ``learning.local_steps`` / ``batch_size``). lr 1.5:
-        at 2.0 the rank-1 runs of FedSGD diverged on one seed in three (30 ideal rounds).
+        at 2.0 the rank-1 runs of FedSGD diverged on one seed in three (30 ideal rounds). ``lr``
+        is SGD's; AdamW and SophiaG (local Fed-Sophia steps, and the server's step of
+        over-the-air Sophia) take ``adamw_lr`` and ``sophia_lr`` (:meth:`learning_rate`): their
+        steps are bounded per coordinate, so they need rates two orders smaller.
     grad_clip : float or None
         Clip of each local gradient's 2-norm. Typical norms are ≈ 0.1, so 1.0 only acts on a
         blow-up.
@@ -73,6 +76,8 @@ class TrainingRecipe:
     alpha_scale: float = 2.0
     task_mixing: float = 0.0
     lora_scaling: str = "rank-stabilized"
+    adamw_lr: float = 0.01
+    sophia_lr: float = 0.01
 
     def __post_init__(self) -> None:
         if not (self.alpha_scale > 0 and math.isfinite(self.alpha_scale)):
@@ -94,6 +99,13 @@ class TrainingRecipe:
                 f"testbed: got {testbed!r}, must be one of {', '.join(TESTBED_RECIPES)}")
         return cls(**{**TESTBED_RECIPES[testbed], **changes})
 
+    def learning_rate(self, algorithm: str = "fedavg") -> float:
+        """The local (or, for ``ota-sophia``, the server's) learning rate of ``algorithm`` with
+        this recipe's optimizer."""
+        if algorithm == "ota-sophia" or self.optimizer == "sophia":
+            return self.sophia_lr
+        return self.adamw_lr if self.optimizer == "adamw" else self.lr
+
     def alpha(self, rank: int) -> float:
         """The LoRA α at ``rank`` (``alpha_scale`` and ``lora_scaling``)."""
         if self.lora_scaling == "constant":
@@ -105,7 +117,9 @@ class TrainingRecipe:
         from fedopt.fl.loop import LoopConfig
 
         settings = dict(
-            rounds=rounds, seed=int(seed), optimizer=self.optimizer, lr=self.lr,
+            rounds=rounds, seed=int(seed), optimizer=self.optimizer,
+            lr=self.learning_rate(changes.get("algorithm", instance.algorithm)),
+            algorithm=instance.algorithm,
             local_steps=self.local_steps or instance.learning.local_steps,
             batch_size=self.batch_size or instance.learning.batch_size,
             grad_clip=self.grad_clip, eval_every=self.eval_every, eval_batches=self.eval_batches)
@@ -169,15 +183,16 @@ def loop_layers(testbed: str = "pydoc-topics") -> list[dict[str, Any]]:
 
 def check_model_layers(instance: Instance) -> None:
     """Raise :class:`PlanError` unless the instance's LoRA layers are those the loop trains
-    (otherwise every prediction would describe another model's payload q(r))."""
+    (otherwise every prediction would describe another model's payload q(r)). Which factors
+    travel (``lora.factors``) follows the instance's algorithm, which the loop honours."""
     want = sorted((d["d_out"], d["d_in"], d["count"])
                   for d in loop_layers(instance.learning.testbed))
     have = sorted((layer.d_out, layer.d_in, layer.count) for layer in instance.lora.layers)
-    if want != have or instance.lora.factors != "AB":
+    if want != have:
         shown = ", ".join(f"{c} x ({o} x {i})" for o, i, c in want)
         raise PlanError(
             f"lora.layers: instance {instance.name!r} describes "
-            f"{', '.join(f'{c} x ({o} x {i})' for o, i, c in have)} (factors "
-            f"{instance.lora.factors}), but the validation loop's model adapts {shown} (factors "
-            f"AB); predictions must describe the model actually trained. Use the 'char-tasks' or "
-            f"'tiny-char' preset, or copy its lora section into your instance")
+            f"{', '.join(f'{c} x ({o} x {i})' for o, i, c in have)}, but the validation loop's "
+            f"model adapts {shown}; predictions must describe the model actually trained. Use "
+            f"the 'char-tasks' or 'tiny-char' preset, or copy its lora section into your "
+            f"instance")

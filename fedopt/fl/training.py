@@ -29,7 +29,8 @@ from fedopt.fl.data import sample_batch
 from fedopt.fl.transformer import CharTransformer
 from fedopt.fl.transformer import positive_int as _pos_int
 
-__all__ = ["pretrain", "EvalResult", "evaluate_loss", "deterministic", "local_update"]
+__all__ = ["pretrain", "EvalResult", "evaluate_loss", "deterministic", "local_update",
+           "batch_gradient", "SophiaState"]
 
 
 def _as_ids(ids: Any, name: str = "ids") -> np.ndarray:
@@ -72,36 +73,101 @@ def deterministic(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+def _batch_loss(model: nn.Module, ids: np.ndarray, cfg: LoopConfig, seq_len: int,
+                rng: np.random.Generator, device: torch.device
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, mean next-character loss) of one mini-batch of ``ids`` drawn from ``rng``."""
+    x, y = sample_batch(ids, cfg.batch_size, seq_len, rng)
+    xt = torch.from_numpy(x).to(device)
+    logits = model(xt)
+    return xt, F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                               torch.from_numpy(y).to(device).reshape(-1))
+
+
+def _optimizer(params: Sequence[nn.Parameter], cfg: LoopConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                 foreach=False)
+    from fedopt.fl.sophia import SophiaG
+
+    return SophiaG(params, cfg.lr, beta1=cfg.sophia_beta1, beta2=cfg.sophia_beta2,
+                   gamma=cfg.sophia_gamma, eps=cfg.sophia_eps, weight_decay=cfg.weight_decay)
+
+
+@dataclass
+class SophiaState:
+    """One client's SophiaG state kept across rounds: the EMAs m and h (float64 vectors over the
+    trained parameters, in order) and the local step count (the Hessian is refreshed when it is
+    a multiple of τ)."""
+
+    m: np.ndarray
+    h: np.ndarray
+    step: int = 0
+
+
 def local_update(model: nn.Module, params: Sequence[nn.Parameter], ids: np.ndarray,
                  cfg: LoopConfig, seq_len: int, rng: np.random.Generator,
-                 device: torch.device) -> float:
-    """One client's E local steps of a federated round, in place (spec 05 §2).
+                 device: torch.device, *, sophia: SophiaState | None = None,
+                 generator: torch.Generator | None = None) -> float:
+    """One client's E local steps of a federated round, in place (spec 05 §2, §4).
 
-    A fresh optimizer (``cfg.optimizer``: SGD, or AdamW with β = (0.9, 0.999)) over ``params``,
-    mini-batches of ``ids`` drawn from ``rng``, optional gradient clipping; returns the loss of
-    the first mini-batch (at the round's starting point θ_t).
+    ``cfg.optimizer``: a fresh SGD or AdamW (β = (0.9, 0.999)) over ``params``, or SophiaG
+    continuing from the client's ``sophia`` state (updated in place), its Hessian estimate
+    refreshed by the Gauss–Newton–Bartlett estimator (labels from ``generator``) whenever the
+    client's step count is a multiple of ``cfg.sophia_tau``. Mini-batches of ``ids`` are drawn
+    from ``rng``; optional gradient clipping. Returns the loss of the first mini-batch (at the
+    round's starting point θ_t).
     """
-    if cfg.optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=cfg.lr,
-                                                     weight_decay=cfg.weight_decay,
-                                                     foreach=False)
-    else:
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                foreach=False)
+    opt = _optimizer(params, cfg)
+    if cfg.optimizer == "sophia":
+        if sophia is None or generator is None:
+            raise InvalidArgumentError("sophia: the SophiaG optimizer needs the client's state "
+                                       "and a generator for its Hessian estimator")
+        opt.load_flat_state(sophia.m, sophia.h, sophia.step)
     first = float("nan")
     for step in range(cfg.local_steps):
-        x, y = sample_batch(ids, cfg.batch_size, seq_len, rng)
-        logits = model(torch.from_numpy(x).to(device))
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                               torch.from_numpy(y).to(device).reshape(-1))
+        xt, loss = _batch_loss(model, ids, cfg, seq_len, rng, device)
+        if sophia is not None and sophia.step % cfg.sophia_tau == 0:
+            from fedopt.fl.sophia import gnb_hessian
+
+            opt.update_hessian(gnb_hessian(model, params, xt, generator))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=False)
         opt.step()
+        if sophia is not None:
+            sophia.step += 1
         if step == 0:
             first = float(loss.detach())
+    if sophia is not None:
+        sophia.m, sophia.h, _ = opt.flat_state()
     return first
+
+
+def batch_gradient(model: nn.Module, params: Sequence[nn.Parameter], ids: np.ndarray,
+                   cfg: LoopConfig, seq_len: int, rng: np.random.Generator,
+                   device: torch.device) -> tuple[np.ndarray, float, torch.Tensor]:
+    """The mean gradient over ``cfg.local_steps`` mini-batches at the current parameters (no
+    step; clipped to ``cfg.grad_clip`` like a local step's), as one float64 vector over
+    ``params``; with the first mini-batch's loss and inputs."""
+    total = [torch.zeros_like(p) for p in params]
+    first, first_x = float("nan"), None
+    for step in range(cfg.local_steps):
+        xt, loss = _batch_loss(model, ids, cfg, seq_len, rng, device)
+        grads = torch.autograd.grad(loss, list(params))
+        if cfg.grad_clip is not None:
+            norm = torch.sqrt(sum(torch.sum(g.double() ** 2) for g in grads))
+            scale = min(1.0, cfg.grad_clip / (float(norm) + 1e-6))
+            grads = [g * scale for g in grads]
+        for acc, g in zip(total, grads, strict=True):
+            acc += g / cfg.local_steps
+        if step == 0:
+            first, first_x = float(loss.detach()), xt
+    flat = torch.cat([g.detach().reshape(-1) for g in total]).double().cpu().numpy()
+    return flat, first, first_x
 
 
 def _check_pretrain_args(model: CharTransformer, data: np.ndarray, steps: Any, batch_size: Any,

@@ -24,6 +24,7 @@ from fedopt.instance._schema import SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS
 from fedopt.instance.core import Instance
 from fedopt.instance.loading import list_presets, load_instance
 from fedopt.instance.sections import (
+    ALGORITHMS,
     BITS_PER_PARAM,
     FACTOR_MODES,
     FADING_MODELS,
@@ -49,6 +50,7 @@ __all__ = [
     "FACTOR_MODES",
     "SPECTRUM_KINDS",
     "TESTBEDS",
+    "ALGORITHMS",
     "BITS_PER_PARAM",
     "ServerSpec",
     "DevicesSpec",

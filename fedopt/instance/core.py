@@ -29,6 +29,8 @@ from fedopt.instance._schema import (
 )
 from fedopt.instance.parsing import read_file, read_sections
 from fedopt.instance.sections import (
+    ALGORITHM_FACTORS,
+    ALGORITHM_PAYLOADS,
     AirCompSpec,
     ChannelSpec,
     ConstraintsSpec,
@@ -44,6 +46,11 @@ __all__ = ["Instance"]
 
 #: the sections of an instance, in file order
 SECTIONS = ("server", "devices", "ofdm", "channel", "lora", "aircomp", "learning", "constraints")
+
+
+def _algorithms_for(factors: str) -> list[str]:
+    """The algorithms that send ``factors`` (the first is the default for them)."""
+    return [a for a, f in ALGORITHM_FACTORS.items() if f == factors]
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,14 @@ class Instance:
             )
         if self.schema_version not in SUPPORTED_SCHEMA_VERSIONS:
             errors.append(schema_message(self.schema_version))
+        algorithm = self.learning.algorithm
+        if algorithm is not None and ALGORITHM_FACTORS.get(algorithm, self.lora.factors) \
+                != self.lora.factors:
+            errors.append(
+                f"lora.factors: got {self.lora.factors!r}, but learning.algorithm {algorithm!r} "
+                f"sends {ALGORITHM_FACTORS[algorithm]!r}; set lora.factors: "
+                f"{ALGORITHM_FACTORS[algorithm]} or choose an algorithm that sends "
+                f"{self.lora.factors} ({', '.join(_algorithms_for(self.lora.factors))})")
         if errors:
             raise InvalidInstanceError(errors, source=self.name)
 
@@ -136,6 +151,18 @@ class Instance:
     def replace(self, **changes: Any) -> Instance:
         """A new, re-validated instance with some sections or attributes changed."""
         return Instance.from_dict({**self.to_dict(), **_as_dicts(changes)}, source=self.name)
+
+    def with_algorithm(self, algorithm: str) -> Instance:
+        """This instance planned for ``algorithm`` (``learning.algorithm``, and ``lora.factors``
+        as the algorithm sends them: B for ``ffa``, A for ``fedsa``, AB otherwise)."""
+        if algorithm not in ALGORITHM_FACTORS:
+            raise InvalidInstanceError(
+                f"learning.algorithm: got {algorithm!r}, must be one of "
+                f"{', '.join(ALGORITHM_FACTORS)}", self.name)
+        d = self.to_dict()
+        d["learning"]["algorithm"] = algorithm
+        d["lora"]["factors"] = ALGORITHM_FACTORS[algorithm]
+        return Instance.from_dict(d, source=self.name)
 
     def with_devices(self, **changes: Any) -> Instance:
         """Shortcut: change fields of the ``devices`` section (re-validated)."""
@@ -236,11 +263,25 @@ class Instance:
         """Linear large-scale power gain β_k = 10^(−PL_dB/10), shape (K,)."""
         return 10.0 ** (-self.path_loss_db / 10.0)
 
+    @property
+    def algorithm(self) -> str:
+        """The federated algorithm planned for: ``learning.algorithm``, or the one that sends
+        ``lora.factors`` (AB → fedavg, B → ffa, A → fedsa)."""
+        if self.learning.algorithm is not None:
+            return self.learning.algorithm
+        return _algorithms_for(self.lora.factors)[0]
+
+    @property
+    def payloads_per_round(self) -> int:
+        """Vectors of q(r) reals each device sends per round: 2 for over-the-air Sophia (its
+        gradient EMA m and Hessian estimate h), 1 otherwise."""
+        return ALGORITHM_PAYLOADS[self.algorithm]
+
     def payload(self, rank: int | np.ndarray) -> int | np.ndarray:
-        """q(r): real LoRA parameters sent per round (spec 01 §2); vectorized over ranks."""
-        return np.asarray(rank) * self.lora.params_per_rank if np.ndim(rank) else (
-            int(rank) * self.lora.params_per_rank
-        )
+        """q(r) times :attr:`payloads_per_round`: real LoRA parameters each device sends per
+        round (spec 01 §2; the factors that travel included); vectorized over ranks."""
+        per_rank = self.lora.params_per_rank * self.payloads_per_round
+        return np.asarray(rank) * per_rank if np.ndim(rank) else int(rank) * per_rank
 
     def ofdm_symbols(self, rank: int | np.ndarray, streams: int | np.ndarray) -> Any:
         """S(r, L) = ⌈q(r) / (2 L M)⌉, OFDM symbols per round (spec 01 §3); vectorized."""

@@ -16,6 +16,7 @@ from typing import Any
 from fedopt.errors import InvalidInstanceError
 from fedopt.instance._schema import MISSING, Reader
 from fedopt.instance.sections import (
+    ALGORITHMS,
     BITS_PER_PARAM,
     FACTOR_MODES,
     FADING_MODELS,
@@ -170,9 +171,11 @@ def _read_learning(r: Reader) -> LearningSpec | None:
         spectrum_values=r.vector("spectrum_values", None, ge=0),
         testbed=r.choice("testbed", TESTBEDS),
     )
+    algorithm = r.choice("algorithm", ALGORITHMS)
     r.finish()
     if not _complete(out):
         return None
+    out["algorithm"] = algorithm
     if out["spectrum_kind"] == "measured" and not out["spectrum_values"]:
         r.errors.append(
             f"{r.path}.spectrum_values: required (a non-empty list) when spectrum_kind is "

@@ -19,6 +19,9 @@ __all__ = [
     "FACTOR_MODES",
     "SPECTRUM_KINDS",
     "TESTBEDS",
+    "ALGORITHMS",
+    "ALGORITHM_FACTORS",
+    "ALGORITHM_PAYLOADS",
     "BITS_PER_PARAM",
     "ServerSpec",
     "DevicesSpec",
@@ -37,6 +40,13 @@ SPECTRUM_KINDS = ("power_law", "measured")
 #: the fine-tuning testbeds of the validation loop (fedopt.fl.testbed)
 TESTBEDS = ("pydoc-topics", "domain-shift")
 BITS_PER_PARAM = (16, 32)
+#: the federated learning algorithms of the validation loop (fedopt.fl.algorithms)
+ALGORITHMS = ("fedavg", "ota-sophia", "ffa", "fedsa")
+#: which LoRA factors each algorithm sends (``lora.factors`` must agree): FFA-LoRA trains and
+#: sends B with A frozen; FedSA-LoRA sends A and keeps every client's B on the device
+ALGORITHM_FACTORS = {"fedavg": "AB", "ota-sophia": "AB", "ffa": "B", "fedsa": "A"}
+#: vectors of q(r) reals each device sends per round (over-the-air Sophia sends m and h)
+ALGORITHM_PAYLOADS = {"fedavg": 1, "ota-sophia": 2, "ffa": 1, "fedsa": 1}
 
 
 @dataclass(frozen=True)
@@ -264,6 +274,13 @@ class LearningSpec:
         fine-tune on. ``pydoc-topics``: a base pre-trained on all help topics, clients on
         topics of the same text; ``domain-shift``: a base pre-trained on prose, clients on four
         downstream tasks it never saw (code, markup, decimal test cases, e-mail).
+    algorithm : {"fedavg", "ota-sophia", "ffa", "fedsa"} or None
+        The federated algorithm the plan is for (:data:`ALGORITHMS`): ``fedavg`` (devices send
+        their LoRA update), ``ota-sophia`` (devices send their gradient EMA m and Hessian
+        estimate h, two payloads of q(r) each; the server takes the Sophia step), ``ffa``
+        (FFA-LoRA: only B, A frozen) or ``fedsa`` (FedSA-LoRA: only A; B stays on each device).
+        None (the default) follows ``lora.factors``: AB → fedavg, B → ffa, A → fedsa. It sets
+        the payload q(r) the planner and the gap models see.
     """
 
     smoothness: float = 10.0
@@ -282,6 +299,7 @@ class LearningSpec:
     spectrum_alpha: float = 1.0
     spectrum_values: tuple[float, ...] = ()
     testbed: str = "pydoc-topics"
+    algorithm: str | None = None
 
 
 @dataclass(frozen=True)

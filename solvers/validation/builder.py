@@ -7,6 +7,10 @@ nowhere else; the model, the aggregator and the controller are told them by this
 - a :class:`~fedopt.plan.DigitalPlan` gives TSFA's online sparsity and bandwidth decisions with
   SOFT-sparsified updates over FDMA;
 - ``ideal=True`` gives error-free aggregation at the plan's rank (the reference).
+
+The instance's algorithm sets what the aggregators receive: the factors that travel
+(``lora.factors``) and the blocks per round (over-the-air Sophia's m and h, each normalized on
+its own over the air; over FDMA both sent with the same components).
 """
 
 from __future__ import annotations
@@ -112,7 +116,8 @@ def _aircomp_run(plan: AirCompPlan, instance: Instance, seed: int, mode: str,
         lambda t: draw_channel(instance, seed, round=t).H, beams,
         instance.power_per_subcarrier_w, instance.noise_power_w,
         symbol_time_s=instance.symbol_time_s, mode=mode,
-        compute_time_s=float(np.max(instance.compute_time_s)))
+        compute_time_s=float(np.max(instance.compute_time_s)),
+        blocks=instance.payloads_per_round)
     md = plan.metadata
     predicted = {k: md.get(k) for k in ("gap", "latency_s", "airtime_s", "energy_j_max")}
     predicted["mse_sum"] = (float(plan.mse_per_subcarrier(instance.noise_power_w).sum())
@@ -128,6 +133,8 @@ def _digital_run(plan: DigitalPlan, instance: Instance, seed: int, tsfa_v: float
     layers = [(layer.d_out, layer.d_in) for layer in instance.lora.layers
               for _ in range(layer.count)]
     md = plan.metadata
-    return FederatedRun(plan, DigitalAggregator(layers, plan.rank, decide), adapter=decide,
+    agg = DigitalAggregator(layers, plan.rank, decide, factors=instance.lora.factors,
+                            blocks=instance.payloads_per_round)
+    return FederatedRun(plan, agg, adapter=decide,
                         predicted={"latency_s": md.get("expected_latency_s"),
                                    "tsfa_bound": md.get("bound")})

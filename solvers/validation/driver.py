@@ -116,7 +116,8 @@ class ValidateSettings(TrainingRecipe):
                    eval_every=self.eval_every, eval_batches=self.eval_batches)
 
     def loop_config(self, instance: Instance, seed: int, **changes: Any) -> Any:
-        """The loop settings of one run (``rounds`` of these settings)."""
+        """The loop settings of one run (``rounds`` of these settings; the instance's
+        algorithm unless ``algorithm`` is given)."""
         return super().loop_config(instance, rounds=changes.pop("rounds", self.rounds),
                                    seed=seed, **changes)
 
@@ -223,6 +224,8 @@ class _Context:
     out: Path | None
     resume: bool
     cache: dict
+    algorithm: str = "fedavg"
+    suffix: str = ""
 
 
 def run_plan(plan: Plan, instance: Instance, settings: ValidateSettings, seed: int, *,
@@ -231,7 +234,9 @@ def run_plan(plan: Plan, instance: Instance, settings: ValidateSettings, seed: i
              name: str = "run", callback: Callback | None = None
              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One run of ``plan`` (or, with ``ideal``, error-free aggregation at its rank) through the
-    loop for ``seed``: its summary (with ``rank``, ``streams``, ``predicted``) and history.
+    loop for ``seed``, with the instance's algorithm (``instance.algorithm``;
+    :meth:`~fedopt.instance.Instance.with_algorithm` for another): its summary (with ``rank``,
+    ``streams``, ``predicted``, ``algorithm``) and history.
 
     ``data`` and ``base`` default to the instance's testbed (``settings.client_data`` /
     ``settings.base_model``); pass them when running many plans on one split. Raises the
@@ -254,14 +259,18 @@ def _execute(run: Any, instance: Instance, settings: ValidateSettings, seed: int
     base = settings.base_model(instance) if base is None else base
     model, _ = run.lora_model(base, settings, seed)
     model.to(settings.device)
+    algorithm = instance.algorithm
     res = run_federated(
-        model, data, run.aggregator, settings.loop_config(instance, seed),
+        model, data, run.aggregator,
+        settings.loop_config(instance, seed, algorithm=algorithm,
+                             lr=settings.learning_rate(algorithm)),
         compute_time_s=float(np.max(instance.compute_time_s)), out_dir=out_dir, resume=resume,
         name=name, metadata={"method": name.split("/")[0], "seed": int(seed), "rank": run.rank,
-                             "streams": run.streams, "predicted": run.predicted},
+                             "streams": run.streams, "predicted": run.predicted,
+                             "algorithm": algorithm},
         callback=callback)
     summ = {**res.summary, "seed": int(seed), "rank": run.rank, "streams": run.streams,
-            "predicted": run.predicted}
+            "predicted": run.predicted, "algorithm": algorithm}
     if isinstance(run.adapter, RoundBeamformers):
         summ["beamforming_solves"] = run.adapter.solves
         summ["beamforming_time_s"] = run.adapter.solve_time_s
@@ -277,10 +286,11 @@ def _run_seed(ctx: _Context, name: str, seed: int) -> tuple[dict[str, Any], Any]
                         tsfa_v=s.tsfa_v, ideal=name == "ideal", cache=ctx.cache)
     except FedOptError as exc:
         return f"{type(exc).__name__}: {exc}"
-    start, label = ctx.progress.done, f"{name} seed {seed}"
+    key = name + ctx.suffix
+    start, label = ctx.progress.done, f"{key} seed {seed}"
     out = _execute(run, ctx.instance, s, seed, data=ctx.data, base=ctx.base,
-                   out_dir=None if ctx.out is None else ctx.out / name / f"seed-{seed}",
-                   resume=ctx.resume, name=f"{name}/seed-{seed}",
+                   out_dir=None if ctx.out is None else ctx.out / key / f"seed-{seed}",
+                   resume=ctx.resume, name=f"{key}/seed-{seed}",
                    callback=lambda rec: ctx.progress.report(start + rec["round"] + 1, label))
     ctx.progress.done = start + s.rounds
     return out
@@ -303,7 +313,7 @@ def _run_method(ctx: _Context, name: str) -> dict[str, Any]:
         summ, history = out
         per_seed.append(summ)
         curves.append(([r["train_loss"] for r in history], [r["eval_loss"] for r in history]))
-    return combine_seeds(per_seed, curves, error)
+    return {**combine_seeds(per_seed, curves, error), "algorithm": ctx.algorithm}
 
 
 def _data_summary(data: Any) -> dict[str, Any]:
@@ -314,8 +324,30 @@ def _data_summary(data: Any) -> dict[str, Any]:
     return out
 
 
+def _algorithm_names(instance: Instance, plan: Plan | None, algorithms: Sequence[str] | None,
+                     settings: ValidateSettings) -> list[str]:
+    """The algorithms to run (default: the instance's), each checked with the settings (a bad
+    combination is an error before anything runs)."""
+    from fedopt.fl.loop import LoopConfig
+    from fedopt.instance import ALGORITHMS
+
+    algs = list(dict.fromkeys(algorithms)) if algorithms else [instance.algorithm]
+    for alg in algs:
+        if alg not in ALGORITHMS:
+            raise InvalidArgumentError(
+                f"algorithm: got {alg!r}, must be one of {', '.join(ALGORITHMS)}")
+        if plan is not None and alg != instance.algorithm:
+            raise InvalidArgumentError(
+                f"algorithm: got {alg!r}, but the plan was solved for the instance's algorithm "
+                f"{instance.algorithm!r} (its payload q(r) differs); validate the instance to "
+                f"plan for {alg!r}, or use --algorithm {instance.algorithm}")
+        LoopConfig(algorithm=alg, optimizer=settings.optimizer, lr=settings.learning_rate(alg))
+    return algs
+
+
 def validate(instance: Instance, *, plan: Plan | None = None, method: str = "airfl-lora",
-             baselines: Sequence[str] = (), settings: ValidateSettings | None = None,
+             baselines: Sequence[str] = (), algorithms: Sequence[str] | None = None,
+             settings: ValidateSettings | None = None,
              out_dir: str | Path | None = None, resume: bool = False,
              callback: Callback | None = None) -> ValidationReport:
     """Run the plan (or the instance's ``method`` plan) and ``baselines`` through the FL loop.
@@ -334,6 +366,12 @@ def validate(instance: Instance, *, plan: Plan | None = None, method: str = "air
         The planner used when ``plan`` is None (default ``airfl-lora``).
     baselines
         More methods (``DEFAULT_BASELINES`` for the comparison set; :func:`valid_methods`).
+    algorithms
+        The federated algorithms to run every method with (``fedavg``, ``ota-sophia``, ``ffa``,
+        ``fedsa``; default: the instance's ``algorithm``). Each is planned on the instance with
+        that algorithm (:meth:`~fedopt.instance.Instance.with_algorithm`: its payload q(r));
+        with more than one, the methods are reported as ``NAME@ALGORITHM``, each against its
+        own algorithm's ``ideal``.
     settings
         :class:`ValidateSettings`.
     out_dir
@@ -353,7 +391,8 @@ def validate(instance: Instance, *, plan: Plan | None = None, method: str = "air
         ``predicted_aggregation_error``, ``relative_aggregation_error``, ``airtime_s``,
         ``latency_s``, ``energy_j_max`` (each with a ``*_std`` over seeds), the
         ``rank``/``streams`` used, the plan's predictions, per-seed summaries and the per-round
-        curves, or ``error`` when the method could not run (e.g. infeasible).
+        curves, its ``algorithm``, or ``error`` when the method could not run (e.g.
+        infeasible).
     """
     from fedopt.fl.loop import check_out_dir
 
@@ -364,6 +403,7 @@ def validate(instance: Instance, *, plan: Plan | None = None, method: str = "air
         plan.check(instance)
         method = plan.method
     names = _method_names(plan, method, baselines)
+    algs = _algorithm_names(instance, plan, algorithms, settings)
     out = None if out_dir is None else check_out_dir(out_dir)
     data = settings.client_data(instance)
     inst = _instance_for_data(instance, data.data_sizes)
@@ -371,10 +411,17 @@ def validate(instance: Instance, *, plan: Plan | None = None, method: str = "air
         plan.check(inst)
     base = settings.base_model(instance)
     base_loss = settings.base_eval_loss(base, data)
-    ctx = _Context(inst, data, base, settings, _Plans(inst, plan, method),
-                   _Progress(callback, len(names) * len(settings.seeds) * settings.rounds),
-                   out, resume, {})
-    results = retained_gains({name: _run_method(ctx, name) for name in names}, base_loss)
+    progress = _Progress(callback, len(algs) * len(names) * len(settings.seeds)
+                         * settings.rounds)
+    results: dict[str, dict[str, Any]] = {}
+    for alg in algs:
+        inst_a = inst if inst.algorithm == alg else inst.with_algorithm(alg)
+        suffix = "" if len(algs) == 1 else f"@{alg}"
+        ctx = _Context(inst_a, data, base, settings, _Plans(inst_a, plan, method), progress,
+                       out, resume, {}, algorithm=alg, suffix=suffix)
+        group = {name: _run_method(ctx, name) for name in names}
+        retained_gains(group, base_loss)
+        results.update({name + suffix: entry for name, entry in group.items()})
     report = ValidationReport(
         instance=inst.name, instance_digest=inst.digest(), settings=settings.to_dict(),
         main_method=method, data=_data_summary(data), base_eval_loss=base_loss,

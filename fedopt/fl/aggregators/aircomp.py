@@ -55,6 +55,11 @@ class AirCompAggregator:
     compute_time_s
         Local compute time of the slowest device; with ``symbol_time_s`` it makes
         ``latency_s = compute_time_s + airtime_s``.
+    blocks
+        Equal parts of each update normalized on their own (each with its own common (μ_j,
+        v_j)) and sent back to back in one transmission: over-the-air Sophia's m and h, whose
+        scales differ by orders of magnitude, so that one normalization would bury m's
+        entries or h's. 1 (the default) is the whole update as one block.
 
     The result's ``energy_j`` is S · T_sym · Σ_m ‖B_{k,m}‖_F² per device (unit-power symbols).
     If ``beamformers_for_round`` has ``state_dict``/``load_state_dict`` (a warm start), the
@@ -64,7 +69,7 @@ class AirCompAggregator:
     def __init__(self, H_for_round: Callable[[int], np.ndarray],
                  beamformers_for_round: Callable[[int, np.ndarray], np.ndarray],
                  p_sub: np.ndarray, sigma2: float, *, symbol_time_s: float | None = None,
-                 mode: str = "exact", compute_time_s: float = 0.0):
+                 mode: str = "exact", compute_time_s: float = 0.0, blocks: int = 1):
         if not callable(H_for_round):
             raise InvalidArgumentError("H_for_round: expected a callable round -> H")
         if not callable(beamformers_for_round):
@@ -94,6 +99,9 @@ class AirCompAggregator:
             raise InvalidArgumentError(
                 f"compute_time_s: expected a finite time >= 0, got {compute_time_s}"
             )
+        if isinstance(blocks, bool) or not isinstance(blocks, (int, np.integer)) or blocks < 1:
+            raise InvalidArgumentError(f"blocks: got {blocks!r}, must be an integer >= 1")
+        self.blocks = int(blocks)
         self.H_for_round = H_for_round
         self.beamformers_for_round = beamformers_for_round
         self.p_sub = p
@@ -106,6 +114,7 @@ class AirCompAggregator:
         """JSON-safe description (part of a run's configuration digest)."""
         inner = getattr(self.beamformers_for_round, "describe", None)
         return {"type": "aircomp", "mode": self.mode, "sigma2": self.sigma2,
+                **({"blocks": self.blocks} if self.blocks > 1 else {}),
                 "symbol_time_s": self.symbol_time_s, "compute_time_s": self.compute_time_s,
                 "p_sub": self.p_sub.tolist(),
                 "beamformers": inner() if callable(inner) else callable_name(
@@ -160,6 +169,23 @@ class AirCompAggregator:
         x_hat = x_sum + ac.unpack(eps, q)
         return v * x_hat / float(phi.sum()) + mu, mu, v, s_count
 
+    def _block_normalize(self, g: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(x, μ_j, v_j): each of the ``blocks`` parts of g normalized to zero mean and unit
+        variance over its entries (g itself and None, None for one block)."""
+        if self.blocks == 1:
+            return g, None, None
+        k, q = g.shape
+        if q % self.blocks:
+            raise InvalidArgumentError(
+                f"updates: {q} reals per device do not split into blocks = {self.blocks} equal "
+                f"parts")
+        parts = g.reshape(k, self.blocks, q // self.blocks)
+        mu = parts.mean(axis=(0, 2))
+        v = parts.std(axis=(0, 2))
+        v = np.where(v > 0, v, 1.0)
+        return ((parts - mu[None, :, None]) / v[None, :, None]).reshape(k, q), mu, v
+
     def aggregate(self, updates: np.ndarray, weights: np.ndarray, round_index: int,
                   rng: np.random.Generator) -> AggregationResult:
         """One round over the air; the receiver noise (both modes) is drawn from ``rng``."""
@@ -172,14 +198,22 @@ class AirCompAggregator:
         mse_m = mse_ml.sum(axis=1)
         phi_sum = float(phi.sum())
         exact = weighted_average(g, phi)
+        x, mu_b, v_b = self._block_normalize(g)
 
         if self.mode == "exact":
-            out = ac.aggregate(g, a_s, B, H, phi, self.sigma2, rng)
+            out = ac.aggregate(x, a_s, B, H, phi, self.sigma2, rng)
             estimate, mu, v, s_count = out.estimate, out.mean, out.scale, out.n_symbols
         else:
-            estimate, mu, v, s_count = self._equivalent(g, phi, a_s, H.shape[2], rng)
-
-        predicted = float(ac.distortion(mse_m, q, lsz, scale=v, phi_sum=phi_sum))
+            estimate, mu, v, s_count = self._equivalent(x, phi, a_s, H.shape[2], rng)
+        if v_b is not None:  # undo the per-block normalization: ĝ_j = v_j x̂_j + μ_j
+            estimate = (estimate.reshape(self.blocks, -1) * v_b[:, None]
+                        + mu_b[:, None]).reshape(-1)
+            scale2 = float(np.mean((v * v_b) ** 2))
+            mu, v = mu_b.tolist(), (v * v_b).tolist()
+        else:
+            scale2 = v ** 2
+        predicted = float(ac.distortion(mse_m, q, lsz, scale=float(np.sqrt(scale2)),
+                                        phi_sum=phi_sum))
         airtime = energy = latency = None
         if self.symbol_time_s is not None:
             airtime = s_count * self.symbol_time_s

@@ -33,14 +33,20 @@ def _check_layout(layers: Any, rank: Any) -> tuple[list[tuple[int, int]], int]:
     return out, int(rank)
 
 
+def _factor_sizes(d_out: int, d_in: int, rank: int, factors: str) -> tuple[int, int]:
+    """(reals of A, reals of B) of one layer in a payload of ``factors``."""
+    return (rank * d_in if "A" in factors else 0), (rank * d_out if "B" in factors else 0)
+
+
 def soft_component_mask(updates: np.ndarray, layers: list[tuple[int, int]], rank: int,
-                        kept: np.ndarray) -> np.ndarray:
+                        kept: np.ndarray, factors: str = "AB") -> np.ndarray:
     """Per device and layer, keep the m_k rank-1 components of largest score (spec 04 §4).
 
     ``updates`` (K, q) hold, layer after layer, A (r × d_in) then B (d_out × r), row-major (the
-    order of :func:`fedopt.fl.lora.flatten_lora`). Component i of a layer is the pair (b_i, a_i)
-    with score s_i = ‖b_i‖ ‖a_i‖; ties keep the lower index. Returns a 0/1 mask of shape (K, q)
-    that keeps exactly those pairs.
+    order of :func:`fedopt.fl.lora.flatten_lora`), or only one of them (``factors`` ``"A"`` /
+    ``"B"``: the single-factor payloads). Component i of a layer is the pair (b_i, a_i) with
+    score s_i = ‖b_i‖ ‖a_i‖ (‖a_i‖ or ‖b_i‖ alone when one factor travels); ties keep the lower
+    index. Returns a 0/1 mask of shape (K, q) that keeps exactly those components.
     """
     g = np.asarray(updates, dtype=float)
     k = g.shape[0]
@@ -48,15 +54,22 @@ def soft_component_mask(updates: np.ndarray, layers: list[tuple[int, int]], rank
     off = 0
     rows = np.arange(k)[:, None]
     for d_out, d_in in layers:
-        a = g[:, off:off + rank * d_in].reshape(k, rank, d_in)
-        b = g[:, off + rank * d_in:off + rank * (d_in + d_out)].reshape(k, d_out, rank)
-        scores = np.linalg.norm(a, axis=2) * np.linalg.norm(b, axis=1)  # (K, r)
+        na, nb = _factor_sizes(d_out, d_in, rank, factors)
+        a = g[:, off:off + na].reshape(k, rank, d_in) if na else None
+        b = g[:, off + na:off + na + nb].reshape(k, d_out, rank) if nb else None
+        scores = np.ones((k, rank))
+        if a is not None:
+            scores = scores * np.linalg.norm(a, axis=2)
+        if b is not None:
+            scores = scores * np.linalg.norm(b, axis=1)  # (K, r)
         order = np.argsort(-scores, axis=1, kind="stable")
         keep = np.zeros((k, rank), dtype=bool)
         keep[rows, order] = np.arange(rank)[None, :] < kept[:, None]
-        mask[:, off:off + rank * d_in] = np.repeat(keep, d_in, axis=1)
-        mask[:, off + rank * d_in:off + rank * (d_in + d_out)] = np.tile(keep, (1, d_out))
-        off += rank * (d_in + d_out)
+        if na:
+            mask[:, off:off + na] = np.repeat(keep, d_in, axis=1)
+        if nb:
+            mask[:, off + na:off + na + nb] = np.tile(keep, (1, d_out))
+        off += na + nb
     return mask
 
 
@@ -74,6 +87,13 @@ class DigitalAggregator:
         optionally ``latency_s``, ``airtime_s``, ``energy_j`` (K,), ``bandwidth_hz`` (K,),
         ``sparsity`` (K,). Its ``state_dict``/``load_state_dict`` (e.g. a virtual queue) are
         exposed for checkpoints.
+    factors
+        The factors in the payload: ``"AB"`` (the default), or ``"B"`` / ``"A"`` alone
+        (FFA-LoRA / FedSA-LoRA).
+    blocks
+        Copies of that layout sent back to back (over-the-air Sophia's m and h): the components
+        kept are chosen on the first block (m) and the same components are sent of every block,
+        so an entry of h arrives exactly where its m does.
 
     The estimate is ĝ = Σ_k φ_k (M_k ⊙ g_k) / Σ_k φ_k with M_k the mask of
     :func:`soft_component_mask`; the error is the dropped part, ‖Σ_k φ_k (1 − M_k) ⊙ g_k‖² / (Σφ)².
@@ -81,16 +101,25 @@ class DigitalAggregator:
     the TSFA bound charges; by Jensen it is an upper bound of the measured error.
     """
 
-    def __init__(self, layers: Any, rank: int, decide: Callable[[int], Any]):
+    def __init__(self, layers: Any, rank: int, decide: Callable[[int], Any], *,
+                 factors: str = "AB", blocks: int = 1):
         self.layers, self.rank = _check_layout(layers, rank)
         if not callable(decide):
             raise InvalidArgumentError("decide: expected a callable round -> decision mapping")
+        if factors not in ("AB", "A", "B"):
+            raise InvalidArgumentError(f"factors: got {factors!r}, must be 'AB', 'A' or 'B'")
+        if isinstance(blocks, bool) or not isinstance(blocks, (int, np.integer)) or blocks < 1:
+            raise InvalidArgumentError(f"blocks: got {blocks!r}, must be an integer >= 1")
         self.decide = decide
-        self.q = self.rank * sum(a + b for a, b in self.layers)
+        self.factors, self.blocks = factors, int(blocks)
+        self.q_block = sum(sum(_factor_sizes(a, b, self.rank, factors)) for a, b in self.layers)
+        self.q = self.blocks * self.q_block
 
     def describe(self) -> dict[str, Any]:
         inner = getattr(self.decide, "describe", None)
         return {"type": "digital", "layers": self.layers, "rank": self.rank,
+                **({"factors": self.factors} if self.factors != "AB" else {}),
+                **({"blocks": self.blocks} if self.blocks > 1 else {}),
                 "decide": inner() if callable(inner) else callable_name(self.decide)}
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -133,9 +162,10 @@ class DigitalAggregator:
         if q != self.q:
             raise InvalidArgumentError(
                 f"updates: {q} reals per device, but rank {self.rank} on layers {self.layers} "
-                f"gives q = {self.q}")
+                f"(factors {self.factors}, blocks {self.blocks}) gives q = {self.q}")
         dec, kept = self._decision(round_index, k)
-        mask = soft_component_mask(g, self.layers, self.rank, kept)
+        mask = np.tile(soft_component_mask(g[:, :self.q_block], self.layers, self.rank, kept,
+                                           self.factors), (1, self.blocks))
         phi_n = phi / phi.sum()
         exact = phi_n @ g
         estimate = phi_n @ (mask * g)

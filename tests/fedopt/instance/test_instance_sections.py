@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from fedopt.instance import (
+    ALGORITHMS,
     BITS_PER_PARAM,
     FACTOR_MODES,
     FADING_MODELS,
@@ -35,7 +36,7 @@ MINIMAL = {
 #: the allowed values of the choice fields
 OPTIONS = {"fading": FADING_MODELS, "path_loss": PATH_LOSS_MODELS, "factors": FACTOR_MODES,
            "spectrum_kind": SPECTRUM_KINDS, "bits_per_param": BITS_PER_PARAM,
-           "testbed": TESTBEDS}
+           "testbed": TESTBEDS, "algorithm": ALGORITHMS}
 
 
 def _defaulted(key: str) -> list[dataclasses.Field]:

@@ -1,0 +1,35 @@
+"""The federated algorithms of the loop (spec 05 §2–§4): what a client computes and sends, and
+how the server applies the aggregate (the protocol: :mod:`fedopt.fl.algorithms.base`).
+
+- ``fedavg`` (:class:`FedAvg`): LoRA updates after E local steps (FedSGD with E = 1 and SGD;
+  Fed-Sophia with the local optimizer ``sophia``);
+- ``ota-sophia`` (:class:`OTASophia`): clients send their Sophia statistics m and h, the server
+  aggregates both and takes the clipped step;
+- ``ffa`` (:class:`FFALoRA`): only B is trained and sent, A frozen at initialization;
+- ``fedsa`` (:class:`FedSALoRA`): A and B trained, only A sent; B stays on each device.
+
+The names are those of ``learning.algorithm`` in an instance (which sets the payload the planner
+sees) and of ``LoopConfig.algorithm``.
+"""
+
+from __future__ import annotations
+
+from fedopt.errors import InvalidArgumentError
+from fedopt.fl.algorithms.averaging import FedAvg, FedSALoRA, FFALoRA
+from fedopt.fl.algorithms.base import Algorithm, factor_indices
+from fedopt.fl.algorithms.ota_sophia import OTASophia
+
+__all__ = ["ALGORITHM_CLASSES", "Algorithm", "FedAvg", "FFALoRA", "FedSALoRA", "OTASophia",
+           "factor_indices", "make_algorithm"]
+
+#: ``LoopConfig.algorithm`` → its class
+ALGORITHM_CLASSES: dict[str, type[Algorithm]] = {
+    cls.name: cls for cls in (FedAvg, OTASophia, FFALoRA, FedSALoRA)}
+
+
+def make_algorithm(name: str) -> Algorithm:
+    """A fresh algorithm object by name."""
+    if name not in ALGORITHM_CLASSES:
+        raise InvalidArgumentError(
+            f"algorithm: got {name!r}, must be one of {', '.join(ALGORITHM_CLASSES)}")
+    return ALGORITHM_CLASSES[name]()
