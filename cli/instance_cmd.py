@@ -28,6 +28,8 @@ def derived_summary(inst) -> dict:
         "noise_power_dbm": sigma2_dbm,
         "symbol_time_s": inst.symbol_time_s,
         "params_per_rank": inst.lora.params_per_rank,
+        "algorithm": inst.algorithm,
+        "payload_per_rank": int(inst.payload(1)),
         "max_rank": inst.lora.max_rank,
         "path_loss_db_min": float(pl.min()),
         "path_loss_db_max": float(pl.max()),
@@ -72,6 +74,8 @@ def render_instance(inst) -> str:
                                  f"{d['snr_per_antenna_db_max']:.1f} (P_k/M over σ², path loss)"),
         ("lora", f"{layers}; factors {lora.factors}, {lora.bits_per_param} bits/param"),
         ("  ranks", f"{list(lora.ranks)} (max {lora.max_rank}); q(r) = {lora.params_per_rank} r"),
+        ("  algorithm", f"{inst.algorithm}: sends {d['payload_per_rank']} r reals per round"
+                        + (" (m and h)" if inst.payloads_per_round > 1 else "")),
         ("  streams", f"{list(inst.aircomp.streams)}"),
         ("learning", f"batch {inst.learning.batch_size}, E = {inst.learning.local_steps}, "
                      f"T = {inst.learning.rounds}, compute {d['compute_time_s_max'] * 1e3:.1f} "

@@ -3,19 +3,23 @@
 One round t:
 
 1. broadcast the global LoRA vector θ_t (every client loads it into its adapters);
-2. client k runs E local steps (SGD or AdamW, a fresh optimizer each round: clients keep no
-   state) on mini-batches of its own training text, drawn from
-   ``SeedSequence(seed, spawn_key=(2, t, k))``; its update is the pseudo-gradient
-   g_k = θ_t − θ_{t,k}^{(E)} (with E = 1 and SGD, g_k = lr · ∇F_k(θ_t): FedSGD);
+2. client k computes what the algorithm (``LoopConfig.algorithm``, :mod:`fedopt.fl.algorithms`)
+   has it send. For ``fedavg`` it runs E local steps (SGD or AdamW, a fresh optimizer each
+   round; SophiaG continuing the client's own state) on mini-batches of its own training text,
+   drawn from ``SeedSequence(seed, spawn_key=(2, t, k))``, and sends the pseudo-gradient
+   g_k = θ_t − θ_{t,k}^{(E)} (with E = 1 and SGD, g_k = lr · ∇F_k(θ_t): FedSGD); ``ffa`` /
+   ``fedsa`` send only B's / A's part of it, ``ota-sophia`` its Sophia statistics (m_k, h_k);
 3. the aggregator (:mod:`fedopt.fl.aggregators`) estimates ḡ = Σ φ_k g_k / Σ φ_k with its own
    generator ``SeedSequence(seed, spawn_key=(3, t))``;
-4. the server applies θ_{t+1} = θ_t − η_s ĝ;
+4. the algorithm's server step: θ_{t+1} = θ_t − η_s ĝ on the entries sent (``ota-sophia``: the
+   clipped Sophia step on (m̂, ĥ));
 5. evaluation (global held-out loss and perplexity; per client at the last round) and
    accounting (measured ‖ĝ − ḡ‖², the aggregator's prediction, airtime, latency, energy).
 
 Every random draw of round t is a function of (seed, t) alone (:mod:`fedopt.fl.config`: settings
-and generators), so the state to resume a run is θ, the round index, the log so far and the
-aggregator's own state (warm starts, queues): that is what the checkpoint holds
+and generators), so the state to resume a run is θ, the round index, the log so far, the
+aggregator's own state (warm starts, queues) and the algorithm's (each client's private B, its
+SophiaG or over-the-air Sophia statistics): that is what the checkpoint holds
 (:mod:`fedopt.fl.checkpoint`: ``rounds.jsonl``, ``checkpoint.npz``, ``summary.json``). A resumed
 run is identical to an uninterrupted one (tested). Both modules' public names are re-exported
 here. This module imports torch; ``fedopt`` itself does not import it.
@@ -314,7 +318,9 @@ def run_federated(model: nn.Module, data: FederatedData, aggregator: Aggregator,
         (:mod:`fedopt.fl.aggregators`); if it has ``state_dict``/``load_state_dict`` its state is
         checkpointed.
     config
-        :class:`LoopConfig` (default settings when omitted).
+        :class:`LoopConfig` (default settings when omitted); its ``algorithm`` says what the
+        clients send (``fedavg``, ``ota-sophia``, ``ffa``, ``fedsa``), and the aggregator
+        receives (K, payload) arrays of that algorithm's payload (``summary["payload_reals"]``).
     weights
         φ_k (default: the data shares D_k / Σ D_j).
     compute_time_s

@@ -5,7 +5,10 @@ that calibrate the gap model (spec 03 §4).
   model, the aggregator and the per-round adapter of a run;
 - :mod:`~fedopt.solvers.validation.adapters`: the per-round callables the aggregators call
   (beamformers re-optimized on each round's channel, TSFA's online decisions);
-- :mod:`~fedopt.solvers.validation.driver`: :func:`validate`, every method × seed;
+- :mod:`~fedopt.solvers.validation.settings`: :class:`ValidateSettings` (the training recipe
+  plus what a validation runs);
+- :mod:`~fedopt.solvers.validation.driver`: :func:`validate`, every algorithm × method × seed,
+  and :func:`run_plan`, one run;
 - :mod:`~fedopt.solvers.validation.report`: the typed :class:`ValidationReport`;
 - :mod:`~fedopt.solvers.validation.calibrate`: :func:`calibrate`, the pilot runs (the fit itself
   is :mod:`fedopt.gap_models.calibration`).
@@ -22,6 +25,7 @@ from fedopt.solvers.validation.driver import (
     DEFAULT_BASELINES,
     EXTRA_METHODS,
     ValidateSettings,
+    run_plan,
     valid_methods,
     validate,
 )
@@ -30,4 +34,4 @@ from fedopt.solvers.validation.report import ValidationReport
 __all__ = ["DEFAULT_BASELINES", "EXTRA_METHODS", "Calibration", "FederatedRun",
            "RoundBeamformers", "TSFADecisions", "TrainingRecipe", "ValidateSettings",
            "ValidationReport", "build_run", "calibrate", "check_model_layers", "loop_layers",
-           "valid_methods", "validate"]
+           "run_plan", "valid_methods", "validate"]

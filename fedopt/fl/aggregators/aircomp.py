@@ -172,8 +172,11 @@ class AirCompAggregator:
     def _block_normalize(self, g: np.ndarray
                          ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """(x, μ_j, v_j): each of the ``blocks`` parts of g normalized to zero mean and unit
-        variance over its entries (g itself and None, None for one block)."""
-        if self.blocks == 1:
+        variance over its entries (g itself and None, None for one block with a spread). A block
+        whose entries are all equal (v_j = 0: e.g. FedSA's first update of A, exactly zero while
+        every B is zero) carries no information: it is sent as zeros and received as μ_j
+        exactly, as a receiver that knows the broadcast (μ_j, v_j) would."""
+        if self.blocks == 1 and np.std(g) > 0:
             return g, None, None
         k, q = g.shape
         if q % self.blocks:
@@ -183,8 +186,8 @@ class AirCompAggregator:
         parts = g.reshape(k, self.blocks, q // self.blocks)
         mu = parts.mean(axis=(0, 2))
         v = parts.std(axis=(0, 2))
-        v = np.where(v > 0, v, 1.0)
-        return ((parts - mu[None, :, None]) / v[None, :, None]).reshape(k, q), mu, v
+        safe = np.where(v > 0, v, 1.0)
+        return ((parts - mu[None, :, None]) / safe[None, :, None]).reshape(k, q), mu, v
 
     def aggregate(self, updates: np.ndarray, weights: np.ndarray, round_index: int,
                   rng: np.random.Generator) -> AggregationResult:

@@ -228,3 +228,34 @@ def test_bad_loop_settings_are_named():
         with pytest.raises(InvalidArgumentError, match=field):
             LoopConfig(**kw)
     assert LoopConfig(algorithm="ota-sophia").optimizer == "sophia"
+
+
+def test_aircomp_blocks_normalize_each_part_and_a_constant_block_arrives_exactly(
+        small_instance, rng):
+    inst = small_instance
+    k, q = inst.n_devices, 64
+    beams = random_beams(rng, inst)
+    sigma2 = 1e3 * inst.noise_power_w
+    m = rng.standard_normal((k, q)) * 1e-3            # m's scale
+    h = 1e-8 + rng.random((k, q)) * 1e-8              # h's scale: five orders smaller
+    g = np.hstack([m, h])
+    phi = np.ones(k)
+    rel = {}
+    for blocks in (1, 2):
+        agg = aircomp_for(inst, 0, beams, sigma2, mode="equivalent", blocks=blocks)
+        errs = []
+        for t in range(20):
+            est = agg.aggregate(g, phi, 0, np.random.default_rng(t)).estimate
+            errs.append(np.sum((est[q:] - h.mean(0)) ** 2) / np.sum(h.mean(0) ** 2))
+        rel[blocks] = float(np.mean(errs))
+    # one common normalization sizes the noise by m's spread and buries h; per block, h's
+    # relative error is that of a unit-variance block (orders of magnitude smaller)
+    assert rel[2] < 1e-4 * rel[1]
+    # a block of identical entries (v = 0) is received exactly, whatever the noise
+    flat = np.hstack([m, np.full((k, q), 0.25)])
+    agg = aircomp_for(inst, 0, beams, sigma2, mode="exact", blocks=2)
+    est = agg.aggregate(flat, phi, 0, np.random.default_rng(1)).estimate
+    assert np.array_equal(est[q:], np.full(q, 0.25))
+    zero = aircomp_for(inst, 0, beams, sigma2, mode="exact")
+    assert np.array_equal(zero.aggregate(np.zeros((k, q)), phi, 0,
+                                         np.random.default_rng(1)).estimate, np.zeros(q))
