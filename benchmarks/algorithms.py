@@ -68,6 +68,9 @@ def _one(variant: str, uplink: str, seed: int, inst: Any, dig_inst: Any, rounds:
             "streams": summ["streams"], "final_eval_loss": summ["final_eval_loss"],
             "client_eval_loss": float(np.mean(clients)), "payload_reals": summ["payload_reals"],
             "airtime_s": summ["airtime_s"], "energy_j_max": summ["energy_j_max"],
+            "relative_aggregation_error": summ["relative_aggregation_error"],
+            "measured_aggregation_error": summ["measured_aggregation_error"],
+            "predicted_aggregation_error": summ["predicted_aggregation_error"],
             "eval_curve": [r["eval_loss"] for r in history], "wall_s": time.perf_counter() - t0}
 
 
@@ -105,6 +108,13 @@ def _to_target(curve: list, base: float, target_gain: float) -> int | None:
     return None
 
 
+def _ratio(rows: list[dict[str, Any]]) -> float | None:
+    """Median over seeds of measured / predicted aggregation error (AirComp, digital)."""
+    vals = [r["measured_aggregation_error"] / r["predicted_aggregation_error"] for r in rows
+            if r.get("predicted_aggregation_error")]
+    return float(np.median(vals)) if vals else None
+
+
 def summarize(res: dict[str, Any]) -> list[dict[str, Any]]:
     """Per (variant, uplink): means ± sd over seeds, against ideal FedSGD of the same seed."""
     base = res["base_eval_loss"]
@@ -140,6 +150,8 @@ def summarize(res: dict[str, Any]) -> list[dict[str, Any]]:
                 if kept else (None, None),
                 "payload_reals": rs[0]["payload_reals"], "airtime_s": airtime,
                 "energy_j_max": ms("energy_j_max")[0],
+                "relative_aggregation_error": ms("relative_aggregation_error")[0],
+                "meas_over_pred": _ratio(rs),
                 "rounds_to_90pct": float(np.median(reached)) if reached else None,
                 "reached_90pct": f"{len(reached)}/{len(hits)}",
                 "airtime_to_90pct_s": (float(np.median(reached)) * airtime
@@ -155,12 +167,12 @@ def _f(x: Any, spec: str) -> str:
 def markdown(rows: list[dict[str, Any]]) -> str:
     head = ("| algorithm | uplink | r | global loss | per-client loss | retained vs ideal "
             "FedSGD | payload (reals) | airtime ms | energy mJ | rounds to 90 % | airtime to "
-            "90 % (s) |")
-    lines = [head, "|" + "---|" * 11]
+            "90 % (s) | rel. agg. err | meas/pred |")
+    lines = [head, "|" + "---|" * 13]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['variant']} | {r['uplink']} | not run: {r['error'][:80]} |"
-                         + " |" * 8)
+                         + " |" * 10)
             continue
         ev, cl, kp = r["eval_loss"], r["client_loss"], r["retained_vs_fedsgd"]
         lines.append(
@@ -170,7 +182,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"{_f(r['airtime_s'] and r['airtime_s'] * 1e3, '.2f')} | "
             f"{_f(r['energy_j_max'] and r['energy_j_max'] * 1e3, '.3g')} | "
             f"{_f(r['rounds_to_90pct'], '.0f')} ({r['reached_90pct']}) | "
-            f"{_f(r['airtime_to_90pct_s'], '.3f')} |")
+            f"{_f(r['airtime_to_90pct_s'], '.3f')} | "
+            f"{_f(r.get('relative_aggregation_error'), '.3g')} | "
+            f"{_f(r.get('meas_over_pred'), '.3f')} |")
     return "\n".join(lines)
 
 

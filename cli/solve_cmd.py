@@ -114,6 +114,7 @@ def tsfa_summary(result, inst, *, seed: int, round_: int, output: Path | None) -
     return {
         "method": "tsfa", "status": result.status.value, "message": result.message,
         "instance": inst.name, "rank": p.rank, "seed": seed, "round": round_,
+        "algorithm": inst.algorithm, "payload_reals": int(inst.payload(p.rank)),
         "objective": result.objective, "bound_terms": dict(result.terms),
         "bandwidth_hz": p.bandwidth_hz.tolist(), "sparsity": p.sparsity.tolist(),
         "kept_components": meta["kept_components"], "latency_s": meta["latency_s"],
@@ -173,6 +174,8 @@ def plan_summary(result, inst, *, seed: int, round_: int, output: Path | None) -
         "instance": inst.name,
         "rank": p.rank,
         "streams": p.streams,
+        "algorithm": inst.algorithm,
+        "payload_reals": int(inst.payload(p.rank)),
         "seed": seed,
         "round": round_,
         "gap": result.objective,
@@ -223,7 +226,8 @@ def render_summary(s: dict, inst) -> str:
                               f"(1 = certified optimal)"),
         ("noise per subcarrier", f"{float(watt_to_dbm(inst.noise_power_w)):.1f} dBm"),
         ("airtime per round", f"{s['airtime_s'] * 1e3:.2f} ms "
-                              f"({inst.ofdm_symbols(s['rank'], s['streams'])} OFDM symbols)"),
+                              f"({inst.ofdm_symbols(s['rank'], s['streams'])} OFDM symbols for "
+                              f"{s['payload_reals']} reals, algorithm {s['algorithm']})"),
         ("round latency", lat),
         ("energy per device", f"max {s['energy_j_max'] * 1e3:.3g} mJ, mean "
                               f"{s['energy_j_mean'] * 1e3:.3g} mJ per round (transmit)"),

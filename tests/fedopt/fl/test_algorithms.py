@@ -259,3 +259,35 @@ def test_aircomp_blocks_normalize_each_part_and_a_constant_block_arrives_exactly
     zero = aircomp_for(inst, 0, beams, sigma2, mode="exact")
     assert np.array_equal(zero.aggregate(np.zeros((k, q)), phi, 0,
                                          np.random.default_rng(1)).estimate, np.zeros(q))
+
+
+def test_fedsa_global_loss_is_the_mean_of_the_clients_own_models(fed, seed, tmp_path):
+    import torch
+
+    from fedopt.fl.lora import unflatten_lora
+    from fedopt.fl.training import evaluate_loss
+
+    model = tiny_model(fed, seed)
+    cfg = loop_cfg(seed, rounds=2, algorithm="fedsa")
+    res = run_federated(model, fed, IdealAggregator(), cfg, out_dir=tmp_path)
+    with np.load(tmp_path / "checkpoint.npz") as z:
+        private = z["alg.private"]
+    _, ib = _indices(model)
+    losses, own = [], []
+    for k, client in enumerate(fed.clients):
+        theta = res.theta.copy()
+        theta[ib] = private[k]
+        unflatten_lora(lora_modules(model), torch.as_tensor(theta, dtype=torch.float32))
+        losses.append(evaluate_loss(model, fed.global_heldout, model.seq_len,
+                                    max_batches=cfg.eval_batches).loss)
+        own.append(evaluate_loss(model, client.heldout, model.seq_len,
+                                 max_batches=cfg.eval_batches).loss)
+    phi = fed.weights / fed.weights.sum()
+    assert res.history[-1]["eval_loss"] == pytest.approx(float(phi @ np.array(losses)),
+                                                         rel=1e-12)
+    assert res.summary["client_eval_loss"] == pytest.approx(own, rel=1e-12)
+    # and the server's model (B at its initial zeros) is not what was reported
+    unflatten_lora(lora_modules(model), torch.as_tensor(res.theta, dtype=torch.float32))
+    server = evaluate_loss(model, fed.global_heldout, model.seq_len,
+                           max_batches=cfg.eval_batches).loss
+    assert server != pytest.approx(res.history[-1]["eval_loss"], rel=1e-6)

@@ -275,3 +275,52 @@ def test_state_and_description_are_delegated_to_decide(rng):
     plain.load_state_dict({"queue": np.array(1.0)})
     r2 = plain.aggregate(rng.standard_normal((K, Q)), np.ones(K), 0, rng)
     assert r2.latency_s is None and r2.airtime_s is None and r2.energy_j is None
+
+
+# --------------------------------------------------------------------------------------------
+# single-factor payloads and paired blocks (FFA / FedSA, over-the-air Sophia)
+
+
+def _single_factor_brute(g: np.ndarray, kept: np.ndarray, factor: str) -> np.ndarray:
+    """Top-m columns of B (``"B"``) or rows of A (``"A"``) by their own norm, per layer."""
+    mask = np.zeros_like(g)
+    for dev in range(g.shape[0]):
+        off, pieces = 0, []
+        for d_out, d_in in LAYERS:
+            n = RANK * (d_out if factor == "B" else d_in)
+            x = g[dev, off:off + n]
+            off += n
+            comp = (x.reshape(d_out, RANK).T if factor == "B" else x.reshape(RANK, d_in))
+            order = sorted(range(RANK), key=lambda i: (-float(np.sqrt(np.sum(comp[i] ** 2))), i))
+            keep = set(order[:int(kept[dev])])
+            m = np.array([[1.0 if i in keep else 0.0] * comp.shape[1] for i in range(RANK)])
+            pieces.append((m.T if factor == "B" else m).ravel())
+        mask[dev] = np.concatenate(pieces)
+    return mask
+
+
+@pytest.mark.parametrize("factor", ["A", "B"])
+def test_single_factor_mask_matches_brute_force(rng, factor):
+    q = RANK * sum(d_out if factor == "B" else d_in for d_out, d_in in LAYERS)
+    for _ in range(10):
+        g = rng.standard_normal((K, q)) * rng.uniform(0.1, 3.0, size=(1, q))
+        kept = rng.integers(1, RANK + 1, size=K)
+        assert_array_equal(soft_component_mask(g, LAYERS, RANK, kept, factor),
+                           _single_factor_brute(g, kept, factor))
+    agg = DigitalAggregator(LAYERS, RANK, _fixed([RANK] * K), factors=factor)
+    assert agg.q == q
+    with pytest.raises(InvalidArgumentError, match="factors B|factors A"):
+        agg.aggregate(rng.standard_normal((K, Q)), np.ones(K), 0, rng)
+
+
+def test_paired_blocks_send_the_same_components_of_each_block(rng):
+    m = rng.standard_normal((K, Q))
+    h = rng.random((K, Q)) * 1e-6  # h's own scores would pick other components
+    kept = np.array([1, 2, 3])
+    agg = DigitalAggregator(LAYERS, RANK, _fixed(kept), blocks=2)
+    res = agg.aggregate(np.hstack([m, h]), np.ones(K), 0, rng)
+    mask = _brute_mask(m, kept)  # chosen on m
+    # (φ/Σφ) @ x vs mean(x): the same sum in another order, float64 rounding
+    assert_allclose(res.estimate[:Q], (mask * m).mean(axis=0), rtol=1e-12, atol=1e-15)
+    assert_allclose(res.estimate[Q:], (mask * h).mean(axis=0), rtol=1e-12, atol=1e-21)
+    assert agg.describe()["blocks"] == 2
