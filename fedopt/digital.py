@@ -137,7 +137,7 @@ def payload_bits(instance: Instance, rank: Any, kept: Any) -> Any:
     Parameters
     ----------
     instance
-        Gives q(1) = ``lora.params_per_rank`` (times ``payloads_per_round``: over-the-air
+        Gives q(1) = ``lora.params_per_rank`` (times ``digital_payloads``: over-the-air
         Sophia sends m and h) and ``lora.bits_per_param``.
     rank
         LoRA rank r ≥ 1 (sets the r-bit component mask).
@@ -159,7 +159,7 @@ def payload_bits(instance: Instance, rank: Any, kept: Any) -> Any:
         raise InvalidArgumentError(
             f"kept: got {kept!r} for rank {rank!r}, must be integers in 0..rank"
         )
-    q1 = float(instance.lora.params_per_rank * instance.payloads_per_round)
+    q1 = float(instance.lora.params_per_rank * instance.digital_payloads)
     bits = float(instance.lora.bits_per_param)
     out = m.astype(float) * (q1 * bits) + r.astype(float)
     return float(out) if out.ndim == 0 else out

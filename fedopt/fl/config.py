@@ -23,10 +23,13 @@ import numpy as np
 from fedopt.errors import InvalidArgumentError
 from fedopt.instance.sections import ALGORITHMS
 
-__all__ = ["OPTIMIZERS", "LOOP_ALGORITHMS", "LoopConfig", "client_rng", "round_rng",
+__all__ = ["OPTIMIZERS", "MIRA_GRAPHS", "LOOP_ALGORITHMS", "LoopConfig", "client_rng", "round_rng",
            "hessian_generator", "require_int", "require_number"]
 
 OPTIMIZERS = ("sgd", "adamw", "sophia")
+#: MIRA's task-similarity graphs: ``task`` (a_kl = 1 for two clients of one task), ``complete``
+#: (a_kl = 1 for all pairs), ``similarity`` (a_kl = max(0, cos(Δ_k, Δ_l)) of the round's updates)
+MIRA_GRAPHS = ("task", "complete", "similarity")
 #: the federated algorithms :func:`fedopt.fl.loop.run_federated` runs (:mod:`fedopt.fl.algorithms`)
 LOOP_ALGORITHMS = ALGORITHMS
 
@@ -94,6 +97,12 @@ class LoopConfig:
         SophiaG's gradient-EMA and Hessian-EMA weights, clip scale γ, floor ε and Hessian
         refresh period τ (in local steps; in rounds for ``ota-sophia``). Defaults: the Sophia
         reference's (:data:`fedopt.fl.sophia.SOPHIA_DEFAULTS`).
+    mira_graph, mira_step
+        MIRA's weights a_kl (:data:`MIRA_GRAPHS`, or a K × K matrix of weights >= 0; the
+        diagonal is ignored) and ηλ in Δ_k ← Δ_k − ηλ Σ_l a_kl (Δ_k − Δ_l). 0 is local
+        training; ηλ · K = 1 on the complete graph is averaging of the updates. Default
+        ``task`` (the testbed's task labels are known) and 0.15: on ``char-tasks``' clusters of
+        three, ηλ·|c| = 0.45, about halfway between local training and the cluster mean.
     """
 
     rounds: int = 30
@@ -114,6 +123,8 @@ class LoopConfig:
     sophia_gamma: float = 0.01
     sophia_eps: float = 1e-12
     sophia_tau: int = 10
+    mira_graph: Any = "task"
+    mira_step: float = 0.15
 
     def __post_init__(self) -> None:
         require_int("rounds", self.rounds)
@@ -151,6 +162,22 @@ class LoopConfig:
         require_number("sophia_gamma", self.sophia_gamma)
         require_number("sophia_eps", self.sophia_eps)
         require_int("sophia_tau", self.sophia_tau)
+        require_number("mira_step", self.mira_step, allow_zero=True)
+        if isinstance(self.mira_graph, str):
+            if self.mira_graph not in MIRA_GRAPHS:
+                raise InvalidArgumentError(
+                    f"mira_graph: got {self.mira_graph!r}, must be one of "
+                    f"{', '.join(MIRA_GRAPHS)} or a K x K matrix of weights a_kl >= 0")
+        else:
+            a = np.asarray(self.mira_graph, dtype=float)
+            if a.ndim != 2 or a.shape[0] != a.shape[1] or not np.all(np.isfinite(a)) \
+                    or np.any(a < 0):
+                raise InvalidArgumentError(
+                    f"mira_graph: expected a square matrix of finite weights a_kl >= 0, got "
+                    f"shape {a.shape}" + (" with negative entries" if a.ndim == 2 and np.any(
+                        a < 0) else ""))
+            object.__setattr__(self, "mira_graph", tuple(tuple(float(x) for x in row)
+                                                         for row in a))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -183,7 +183,7 @@ def _server_step(run: _Run, theta: np.ndarray, updates: np.ndarray,
                  t: int) -> tuple[np.ndarray, AggregationResult]:
     """Steps 3–4: aggregate, the algorithm's server step (θ_{t+1} = θ_t − η_s ĝ for averaging),
     loaded into the adapters."""
-    res = run.aggregator.aggregate(updates, run.phi, t, round_rng(run.cfg.seed, t))
+    res = run.algorithm.aggregate(run, updates, t)
     theta = run.algorithm.server_update(run, theta, res.estimate, t)
     if not np.all(np.isfinite(theta)):
         raise _diverged(t, "the global LoRA state", run.cfg)

@@ -31,6 +31,7 @@ from fedopt.instance.parsing import read_file, read_sections
 from fedopt.instance.sections import (
     ALGORITHM_FACTORS,
     ALGORITHM_PAYLOADS,
+    TESTBED_TASKS,
     AirCompSpec,
     ChannelSpec,
     ConstraintsSpec,
@@ -274,7 +275,16 @@ class Instance:
     @property
     def payloads_per_round(self) -> int:
         """Vectors of q(r) reals each device sends per round: 2 for over-the-air Sophia (its
-        gradient EMA m and Hessian estimate h), 1 otherwise."""
+        gradient EMA m and Hessian estimate h), 0 for local training, one AirComp slot per task
+        cluster for MIRA (the testbed's task count), 1 otherwise."""
+        if self.algorithm == "mira":
+            return TESTBED_TASKS[self.learning.testbed]
+        return ALGORITHM_PAYLOADS[self.algorithm]
+
+    @property
+    def digital_payloads(self) -> int:
+        """Vectors of q(r) reals each device sends per round over FDMA: MIRA sends its update
+        once (the server needs every client's own), otherwise :attr:`payloads_per_round`."""
         return ALGORITHM_PAYLOADS[self.algorithm]
 
     def payload(self, rank: int | np.ndarray) -> int | np.ndarray:

@@ -22,6 +22,7 @@ __all__ = [
     "ALGORITHMS",
     "ALGORITHM_FACTORS",
     "ALGORITHM_PAYLOADS",
+    "TESTBED_TASKS",
     "BITS_PER_PARAM",
     "ServerSpec",
     "DevicesSpec",
@@ -41,12 +42,18 @@ SPECTRUM_KINDS = ("power_law", "measured")
 TESTBEDS = ("pydoc-topics", "domain-shift")
 BITS_PER_PARAM = (16, 32)
 #: the federated learning algorithms of the validation loop (fedopt.fl.algorithms)
-ALGORITHMS = ("fedavg", "ota-sophia", "ffa", "fedsa")
+ALGORITHMS = ("fedavg", "ota-sophia", "ffa", "fedsa", "local", "mira")
 #: which LoRA factors each algorithm sends (``lora.factors`` must agree): FFA-LoRA trains and
 #: sends B with A frozen; FedSA-LoRA sends A and keeps every client's B on the device
-ALGORITHM_FACTORS = {"fedavg": "AB", "ota-sophia": "AB", "ffa": "B", "fedsa": "A"}
-#: vectors of q(r) reals each device sends per round (over-the-air Sophia sends m and h)
-ALGORITHM_PAYLOADS = {"fedavg": 1, "ota-sophia": 2, "ffa": 1, "fedsa": 1}
+ALGORITHM_FACTORS = {"fedavg": "AB", "ota-sophia": "AB", "ffa": "B", "fedsa": "A",
+                     "local": "AB", "mira": "AB"}
+#: vectors of q(r) reals each device sends per round (over-the-air Sophia sends m and h; local
+#: training sends nothing; MIRA's count is one AirComp slot per task cluster:
+#: :data:`TESTBED_TASKS`)
+ALGORITHM_PAYLOADS = {"fedavg": 1, "ota-sophia": 2, "ffa": 1, "fedsa": 1, "local": 0,
+                      "mira": 1}
+#: downstream tasks (client clusters) of each testbed
+TESTBED_TASKS = {"pydoc-topics": 1, "domain-shift": 4}
 
 
 @dataclass(frozen=True)
@@ -274,11 +281,14 @@ class LearningSpec:
         fine-tune on. ``pydoc-topics``: a base pre-trained on all help topics, clients on
         topics of the same text; ``domain-shift``: a base pre-trained on prose, clients on four
         downstream tasks it never saw (code, markup, decimal test cases, e-mail).
-    algorithm : {"fedavg", "ota-sophia", "ffa", "fedsa"} or None
+    algorithm : {"fedavg", "ota-sophia", "ffa", "fedsa", "local", "mira"} or None
         The federated algorithm the plan is for (:data:`ALGORITHMS`): ``fedavg`` (devices send
         their LoRA update), ``ota-sophia`` (devices send their gradient EMA m and Hessian
         estimate h, two payloads of q(r) each; the server takes the Sophia step), ``ffa``
-        (FFA-LoRA: only B, A frozen) or ``fedsa`` (FedSA-LoRA: only A; B stays on each device).
+        (FFA-LoRA: only B, A frozen), ``fedsa`` (FedSA-LoRA: only A; B stays on each device),
+        ``local`` (every client trains its own LoRA; nothing is sent) or ``mira`` (every client
+        keeps its own LoRA and sends its update; the server pulls clients of one task together,
+        over AirComp one slot per task cluster).
         None (the default) follows ``lora.factors``: AB → fedavg, B → ffa, A → fedsa. It sets
         the payload q(r) the planner and the gap models see.
     """

@@ -103,6 +103,13 @@ def build_run(plan: Plan, instance: Instance, *, seed: int, mode: str = "exact",
                     "bandwidth split: it cannot be run over an uplink")
 
 
+def _blocks(instance: Instance) -> int:
+    """Equal parts of one device's payload, each normalized on its own (over-the-air Sophia's m
+    and h): the vectors it sends per transmission (MIRA's cluster slots are separate
+    transmissions; local training sends nothing)."""
+    return max(1, instance.digital_payloads)
+
+
 def _aircomp_run(plan: AirCompPlan, instance: Instance, seed: int, mode: str,
                  cache: dict | None) -> FederatedRun:
     from fedopt.fl.aggregators import AirCompAggregator
@@ -117,7 +124,7 @@ def _aircomp_run(plan: AirCompPlan, instance: Instance, seed: int, mode: str,
         instance.power_per_subcarrier_w, instance.noise_power_w,
         symbol_time_s=instance.symbol_time_s, mode=mode,
         compute_time_s=float(np.max(instance.compute_time_s)),
-        blocks=instance.payloads_per_round)
+        blocks=_blocks(instance))
     md = plan.metadata
     predicted = {k: md.get(k) for k in ("gap", "latency_s", "airtime_s", "energy_j_max")}
     predicted["mse_sum"] = (float(plan.mse_per_subcarrier(instance.noise_power_w).sum())
@@ -134,7 +141,7 @@ def _digital_run(plan: DigitalPlan, instance: Instance, seed: int, tsfa_v: float
               for _ in range(layer.count)]
     md = plan.metadata
     agg = DigitalAggregator(layers, plan.rank, decide, factors=instance.lora.factors,
-                            blocks=instance.payloads_per_round)
+                            blocks=_blocks(instance))
     return FederatedRun(plan, agg, adapter=decide,
                         predicted={"latency_s": md.get("expected_latency_s"),
                                    "tsfa_bound": md.get("bound")})

@@ -232,7 +232,21 @@ def _run_method(ctx: _Context, name: str) -> dict[str, Any]:
         summ, history = out
         per_seed.append(summ)
         curves.append(([r["train_loss"] for r in history], [r["eval_loss"] for r in history]))
-    return {**combine_seeds(per_seed, curves, error), "algorithm": ctx.algorithm}
+    return {**combine_seeds(per_seed, curves, error), "algorithm": ctx.algorithm,
+            "per_client": _per_client(ctx.data, per_seed)}
+
+
+def _per_client(data: Any, per_seed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per client: its task and its own held-out loss at the end (mean over seeds;
+    each client's own model where the algorithm keeps one)."""
+    tasks = list(data.client_tasks) if data.client_tasks else [None] * data.n_clients
+    out = []
+    for k in range(data.n_clients):
+        vals = [s["client_eval_loss"][k] for s in per_seed
+                if s.get("client_eval_loss") and s["client_eval_loss"][k] is not None]
+        out.append({"client": k, "task": tasks[k],
+                    "local_eval_loss": float(np.mean(vals)) if vals else None})
+    return out
 
 
 def _data_summary(data: Any) -> dict[str, Any]:

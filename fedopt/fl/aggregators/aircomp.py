@@ -12,6 +12,7 @@ Public through :mod:`fedopt.fl.aggregators`. This module needs numpy only.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -190,12 +191,34 @@ class AirCompAggregator:
         return ((parts - mu[None, :, None]) / safe[None, :, None]).reshape(k, q), mu, v
 
     def aggregate(self, updates: np.ndarray, weights: np.ndarray, round_index: int,
-                  rng: np.random.Generator) -> AggregationResult:
-        """One round over the air; the receiver noise (both modes) is drawn from ``rng``."""
+                  rng: np.random.Generator, *, members: Any = None) -> AggregationResult:
+        """One round over the air; the receiver noise (both modes) is drawn from ``rng``.
+
+        ``members`` (device indices) restricts the transmission to those devices: the others
+        are silent (zero energy), the normalization, ZF design and power scaling are the
+        members' alone, and the estimate is the members' φ-weighted average — one time slot
+        of a per-cluster aggregation (MIRA). The receive beamformers stay the round's.
+        """
         g, phi = check_inputs(updates, weights, round_index)
         k, q = g.shape
         H, A = self._round_design(int(round_index), k)
-        a_s, B = ac.zf_design(A, H, phi, self.p_sub)
+        if members is not None:
+            idx = np.unique(np.asarray(members, dtype=np.int64))
+            if idx.size == 0 or idx[0] < 0 or idx[-1] >= k:
+                raise InvalidArgumentError(
+                    f"members: expected device indices in 0..{k - 1}, got {members!r}")
+            res = self._aggregate(g[idx], phi[idx], H[idx], A, self.p_sub[idx], rng)
+            if res.energy_j is not None:
+                energy = np.zeros(k)
+                energy[idx] = res.energy_j
+                res = replace(res, energy_j=energy)
+            return res
+        return self._aggregate(g, phi, H, A, self.p_sub, rng)
+
+    def _aggregate(self, g: np.ndarray, phi: np.ndarray, H: np.ndarray, A: np.ndarray,
+                   p_sub: np.ndarray, rng: np.random.Generator) -> AggregationResult:
+        q = g.shape[1]
+        a_s, B = ac.zf_design(A, H, phi, p_sub)
         lsz = a_s.shape[2]
         mse_ml = ac.mse_per_stream(a_s, B, H, phi, self.sigma2)  # (M, L)
         mse_m = mse_ml.sum(axis=1)

@@ -152,11 +152,25 @@ class DigitalAggregator:
                 f"{dec['kept']!r}")
         return dec, kept_f.astype(np.int64)
 
+    def deliver(self, updates: np.ndarray, weights: np.ndarray, round_index: int,
+                rng: np.random.Generator) -> tuple[np.ndarray, AggregationResult]:
+        """Every device's own sparsified update M_k ⊙ g_k as the server receives it over FDMA
+        (for algorithms that need each one, e.g. MIRA), and the round's aggregation result
+        (one decision per round)."""
+        del rng  # error-free delivery
+        res, delivered = self._round(updates, weights, round_index)
+        return delivered, res
+
     def aggregate(self, updates: np.ndarray, weights: np.ndarray, round_index: int,
                   rng: np.random.Generator) -> AggregationResult:
         """ĝ from the masked updates of this round's decision. Delivery is error-free, so
         ``rng`` is accepted for the :class:`~fedopt.fl.aggregators.base.Aggregator` protocol
         and never drawn from."""
+        return self._round(updates, weights, round_index)[0]
+
+    def _round(self, updates: np.ndarray, weights: np.ndarray, round_index: int
+               ) -> tuple[AggregationResult, np.ndarray]:
+        """The round's result and every device's delivered (masked) update."""
         g, phi = check_inputs(updates, weights, round_index)
         k, q = g.shape
         if q != self.q:
@@ -181,4 +195,4 @@ class DigitalAggregator:
             info=info,
             latency_s=None if dec.get("latency_s") is None else float(dec["latency_s"]),
             energy_j=None if energy is None else np.asarray(energy, dtype=float),
-        )
+        ), mask * g

@@ -23,3 +23,10 @@ class IdealAggregator:
         exact = weighted_average(g, phi)
         return AggregationResult(estimate=exact.copy(), exact=exact, error=0.0,
                                  predicted_error=0.0, airtime_s=None, info={"mode": "ideal"})
+
+    def deliver(self, updates: np.ndarray, weights: np.ndarray, round_index: int,
+                rng: np.random.Generator) -> tuple[np.ndarray, AggregationResult]:
+        """Every device's own update, error-free (for algorithms that need each one at the
+        server, e.g. MIRA), and the round's aggregation result."""
+        res = self.aggregate(updates, weights, round_index, rng)
+        return np.array(updates, dtype=float), res

@@ -6,7 +6,10 @@ how the server applies the aggregate (the protocol: :mod:`fedopt.fl.algorithms.b
 - ``ota-sophia`` (:class:`OTASophia`): clients send their Sophia statistics m and h, the server
   aggregates both and takes the clipped step;
 - ``ffa`` (:class:`FFALoRA`): only B is trained and sent, A frozen at initialization;
-- ``fedsa`` (:class:`FedSALoRA`): A and B trained, only A sent; B stays on each device.
+- ``fedsa`` (:class:`FedSALoRA`): A and B trained, only A sent; B stays on each device;
+- ``local`` (:class:`LocalTraining`): every client trains its own LoRA, nothing is sent;
+- ``mira`` (:class:`MIRA`): every client keeps its own LoRA; the server pulls the updates of
+  clients with similar tasks together (:mod:`~fedopt.fl.algorithms.personal`).
 
 The names are those of ``learning.algorithm`` in an instance (which sets the payload the planner
 sees) and of ``LoopConfig.algorithm``.
@@ -18,13 +21,15 @@ from fedopt.errors import InvalidArgumentError
 from fedopt.fl.algorithms.averaging import FedAvg, FedSALoRA, FFALoRA
 from fedopt.fl.algorithms.base import Algorithm, factor_indices
 from fedopt.fl.algorithms.ota_sophia import OTASophia
+from fedopt.fl.algorithms.personal import MIRA, LocalTraining
 
-__all__ = ["ALGORITHM_CLASSES", "Algorithm", "FedAvg", "FFALoRA", "FedSALoRA", "OTASophia",
+__all__ = ["ALGORITHM_CLASSES", "Algorithm", "FedAvg", "FFALoRA", "FedSALoRA", "LocalTraining",
+           "MIRA", "OTASophia",
            "factor_indices", "make_algorithm"]
 
 #: ``LoopConfig.algorithm`` → its class
 ALGORITHM_CLASSES: dict[str, type[Algorithm]] = {
-    cls.name: cls for cls in (FedAvg, OTASophia, FFALoRA, FedSALoRA)}
+    cls.name: cls for cls in (FedAvg, OTASophia, FFALoRA, FedSALoRA, LocalTraining, MIRA)}
 
 
 def make_algorithm(name: str) -> Algorithm:

@@ -8,7 +8,8 @@ B of every layer, :func:`fedopt.fl.lora.flatten_lora` order) and calls, in round
 
 1. ``client_update(run, theta, t, k) -> (payload, train_loss)`` for every client k (the payload
    is what travels: a real vector of :attr:`Algorithm.payload_size` entries);
-2. the aggregator on the (K, payload_size) payloads;
+2. ``aggregate(run, payloads, t)``: by default the aggregator on the (K, payload_size)
+   payloads (MIRA asks for every client's own update, or one AirComp slot per task cluster);
 3. ``server_update(run, theta, estimate, t) -> theta``.
 
 ``client_theta(theta, k)`` is the model client k runs and is evaluated with (θ itself unless the
@@ -25,7 +26,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from fedopt.fl.config import LoopConfig, client_rng, hessian_generator
+from fedopt.fl.aggregators import AggregationResult
+from fedopt.fl.config import LoopConfig, client_rng, hessian_generator, round_rng
 from fedopt.fl.lora import lora_parameters
 from fedopt.fl.training import SophiaState, local_update
 
@@ -109,6 +111,17 @@ class Algorithm:
     def server_update(self, run: Any, theta: np.ndarray, estimate: np.ndarray,
                       t: int) -> np.ndarray:
         raise NotImplementedError
+
+    def aggregate(self, run: Any, payloads: np.ndarray, t: int) -> AggregationResult:
+        """Step 3: the round's aggregation of the (K, payload_size) payloads (by default the
+        aggregator's φ-weighted average, its noise from :func:`round_rng`; nothing is sent when
+        the payload is empty)."""
+        if payloads.shape[1] == 0:
+            z = np.zeros(0)
+            return AggregationResult(estimate=z, exact=z, error=0.0, predicted_error=0.0,
+                                     airtime_s=0.0, info={"mode": "nothing sent"},
+                                     energy_j=np.zeros(payloads.shape[0]))
+        return run.aggregator.aggregate(payloads, run.phi, t, round_rng(run.cfg.seed, t))
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {}

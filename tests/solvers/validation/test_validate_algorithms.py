@@ -70,7 +70,7 @@ def test_plan_file_of_another_algorithm_is_refused(tiny):
         validate(tiny, plan=plan, algorithms=("ffa",), settings=_settings())
 
 
-@pytest.mark.parametrize("algorithm", ["fedavg", "ota-sophia", "ffa", "fedsa"])
+@pytest.mark.parametrize("algorithm", ["fedavg", "ota-sophia", "ffa", "fedsa", "local", "mira"])
 def test_cli_quick_json_for_each_algorithm(algorithm, tmp_path, invoke):
     res = invoke("validate", "--quick", "--algorithm", algorithm, "--rounds", "1",
                  "--mode", "equivalent", "--out", str(tmp_path), "--format", "json")
@@ -85,6 +85,11 @@ def test_cli_quick_json_for_each_algorithm(algorithm, tmp_path, invoke):
                     "retained_gain"):
             assert key in entry
         assert np.isfinite(entry["final_eval_loss"])
+        # per client: its task (char-tasks: client k on task k mod 4) and its own held-out loss
+        per = entry["per_client"]
+        assert [p["client"] for p in per] == list(range(12))
+        assert [p["task"] for p in per] == data["data"]["client_tasks"]
+        assert all(np.isfinite(p["local_eval_loss"]) for p in per)
 
 
 def test_cli_fed_sophia_uses_the_sophia_learning_rate(tmp_path, invoke):
