@@ -103,6 +103,10 @@ class LoopConfig:
         training; ηλ · K = 1 on the complete graph is averaging of the updates. Default
         ``task`` (the testbed's task labels are known) and 0.15: on ``char-tasks``' clusters of
         three, ηλ·|c| = 0.45, about halfway between local training and the cluster mean.
+    pwff_reward_weight, pwff_floor, pwff_proximity
+        PWFF's β (weight of the clients' reward mix), κ (the floor penalty that keeps either
+        reward from falling below its value at the start of the round) and ρ (proximity of
+        the global part to the broadcast model) (:mod:`fedopt.fl.algorithms.pwff`).
     """
 
     rounds: int = 30
@@ -125,6 +129,9 @@ class LoopConfig:
     sophia_tau: int = 10
     mira_graph: Any = "task"
     mira_step: float = 0.15
+    pwff_reward_weight: float = 0.1
+    pwff_floor: float = 1.0
+    pwff_proximity: float = 0.1
 
     def __post_init__(self) -> None:
         require_int("rounds", self.rounds)
@@ -163,6 +170,8 @@ class LoopConfig:
         require_number("sophia_eps", self.sophia_eps)
         require_int("sophia_tau", self.sophia_tau)
         require_number("mira_step", self.mira_step, allow_zero=True)
+        for name in ("pwff_reward_weight", "pwff_floor", "pwff_proximity"):
+            require_number(name, getattr(self, name), allow_zero=True)
         if isinstance(self.mira_graph, str):
             if self.mira_graph not in MIRA_GRAPHS:
                 raise InvalidArgumentError(

@@ -267,18 +267,23 @@ def _run_rounds(run: _Run, files: RunFiles, theta: np.ndarray, start: int,
     return theta, True
 
 
-def _client_eval(run: _Run, theta: np.ndarray) -> list[float | None]:
+def _client_eval(run: _Run, theta: np.ndarray) -> tuple[list[float | None], list | None]:
     """Per-client held-out losses of the final model, each client's own where it keeps private
-    parameters (None for a client with < 2 held out); the adapters end holding θ."""
+    parameters (None for a client with < 2 held out), and the algorithm's per-client metrics
+    (PWFF's rewards; None without); the adapters end holding θ."""
     run.model.eval()
     out: list[float | None] = []
+    metrics = getattr(run.algorithm, "client_metrics", None)
+    extra = [] if callable(metrics) else None
     for k, c in enumerate(run.data.clients):
         run.load(run.algorithm.client_theta(theta, k))
         out.append(evaluate_loss(run.model, c.heldout, run.seq_len,
                                  max_batches=run.cfg.eval_batches).loss
                    if c.n_heldout >= 2 else None)
+        if extra is not None:
+            extra.append(metrics(run, k) if c.n_heldout >= 2 else None)
     run.load(theta)
-    return out
+    return out, extra
 
 
 def _restore_or_start(run: _Run, files: RunFiles, resume: bool, theta: np.ndarray
@@ -355,13 +360,15 @@ def run_federated(model: nn.Module, data: FederatedData, aggregator: Aggregator,
         mods=run.mods, data_summary=data.summary(), aggregator=aggregator,
         compute_time_s=run.compute_time_s))
     theta, start, history = _restore_or_start(run, files, resume, theta)
-    client_eval = None
+    client_eval = client_metrics = None
     with deterministic(model):
         theta, completed = _run_rounds(run, files, theta, start, history, callback)
         if completed and history:
-            client_eval = _client_eval(run, theta)
+            client_eval, client_metrics = _client_eval(run, theta)
     summary = _summarize(history, run.cfg, name, metadata, client_eval,
                          run.algorithm.payload_size, run.ranks(), completed)
+    if client_metrics is not None:
+        summary["client_metrics"] = client_metrics
     return RunResult(history=history, summary=summary, theta=theta, completed=completed,
                      paths=files.finish(summary, completed))
 

@@ -125,15 +125,18 @@ class TrainingRecipe:
             grad_clip=self.grad_clip, eval_every=self.eval_every, eval_batches=self.eval_batches)
         return LoopConfig(**{**settings, **changes})
 
-    def lora_model(self, base: Any, rank: int, seed: int) -> tuple[Any, dict[str, Any]]:
+    def lora_model(self, base: Any, rank: int, seed: int,
+                   algorithm: str = "fedavg") -> tuple[Any, dict[str, Any]]:
         """A copy of the base model with LoRA at ``rank`` (α = :meth:`alpha`, A drawn from
-        ``seed``) on its attention projections; returns (model, adapters)."""
+        ``seed``) on its attention projections (and, for ``pwff``, its private part on the MLP
+        layers too); returns (model, adapters)."""
         import torch
 
-        from fedopt.fl.lora import apply_lora
+        from fedopt.fl.lora import DEFAULT_TARGETS, apply_lora
 
         model = copy.deepcopy(base.model)
-        mods = apply_lora(model, rank, alpha=self.alpha(rank),
+        targets = DEFAULT_TARGETS + (("fc1", "fc2") if algorithm == "pwff" else ())
+        mods = apply_lora(model, rank, alpha=self.alpha(rank), target=targets,
                           generator=torch.Generator().manual_seed(int(seed)))
         return model, mods
 

@@ -42,16 +42,16 @@ SPECTRUM_KINDS = ("power_law", "measured")
 TESTBEDS = ("pydoc-topics", "domain-shift")
 BITS_PER_PARAM = (16, 32)
 #: the federated learning algorithms of the validation loop (fedopt.fl.algorithms)
-ALGORITHMS = ("fedavg", "ota-sophia", "ffa", "fedsa", "local", "mira")
+ALGORITHMS = ("fedavg", "ota-sophia", "ffa", "fedsa", "local", "mira", "pwff")
 #: which LoRA factors each algorithm sends (``lora.factors`` must agree): FFA-LoRA trains and
 #: sends B with A frozen; FedSA-LoRA sends A and keeps every client's B on the device
 ALGORITHM_FACTORS = {"fedavg": "AB", "ota-sophia": "AB", "ffa": "B", "fedsa": "A",
-                     "local": "AB", "mira": "AB"}
+                     "local": "AB", "mira": "AB", "pwff": "AB"}
 #: vectors of q(r) reals each device sends per round (over-the-air Sophia sends m and h; local
 #: training sends nothing; MIRA's count is one AirComp slot per task cluster:
 #: :data:`TESTBED_TASKS`)
 ALGORITHM_PAYLOADS = {"fedavg": 1, "ota-sophia": 2, "ffa": 1, "fedsa": 1, "local": 0,
-                      "mira": 1}
+                      "mira": 1, "pwff": 1}
 #: downstream tasks (client clusters) of each testbed
 TESTBED_TASKS = {"pydoc-topics": 1, "domain-shift": 4}
 
@@ -281,14 +281,15 @@ class LearningSpec:
         fine-tune on. ``pydoc-topics``: a base pre-trained on all help topics, clients on
         topics of the same text; ``domain-shift``: a base pre-trained on prose, clients on four
         downstream tasks it never saw (code, markup, decimal test cases, e-mail).
-    algorithm : {"fedavg", "ota-sophia", "ffa", "fedsa", "local", "mira"} or None
+    algorithm : {"fedavg", "ota-sophia", "ffa", "fedsa", "local", "mira", "pwff"} or None
         The federated algorithm the plan is for (:data:`ALGORITHMS`): ``fedavg`` (devices send
         their LoRA update), ``ota-sophia`` (devices send their gradient EMA m and Hessian
         estimate h, two payloads of q(r) each; the server takes the Sophia step), ``ffa``
         (FFA-LoRA: only B, A frozen), ``fedsa`` (FedSA-LoRA: only A; B stays on each device),
         ``local`` (every client trains its own LoRA; nothing is sent) or ``mira`` (every client
         keeps its own LoRA and sends its update; the server pulls clients of one task together,
-        over AirComp one slot per task cluster).
+        over AirComp one slot per task cluster) or ``pwff`` (global adapters on the layers of
+        ``lora.layers`` aggregated; a private LoRA on the MLP; a reward-personalized loss).
         None (the default) follows ``lora.factors``: AB → fedavg, B → ffa, A → fedsa. It sets
         the payload q(r) the planner and the gap models see.
     """

@@ -64,9 +64,10 @@ class FederatedRun:
         return self.plan.streams if isinstance(self.plan, AirCompPlan) and not self.ideal \
             else None
 
-    def lora_model(self, base: Any, recipe: Any, seed: int) -> tuple[Any, dict[str, Any]]:
+    def lora_model(self, base: Any, recipe: Any, seed: int,
+                   algorithm: str = "fedavg") -> tuple[Any, dict[str, Any]]:
         """The base model with LoRA adapters at the plan's rank (``recipe.lora_model``)."""
-        return recipe.lora_model(base, self.rank, seed)
+        return recipe.lora_model(base, self.rank, seed, algorithm)
 
 
 def build_run(plan: Plan, instance: Instance, *, seed: int, mode: str = "exact",

@@ -176,9 +176,9 @@ def _execute(run: Any, instance: Instance, settings: ValidateSettings, seed: int
 
     data = settings.client_data(instance) if data is None else data
     base = settings.base_model(instance) if base is None else base
-    model, _ = run.lora_model(base, settings, seed)
-    model.to(settings.device)
     algorithm = instance.algorithm
+    model, _ = run.lora_model(base, settings, seed, algorithm)
+    model.to(settings.device)
     res = run_federated(
         model, data, run.aggregator,
         settings.loop_config(instance, seed, algorithm=algorithm,
@@ -244,8 +244,13 @@ def _per_client(data: Any, per_seed: list[dict[str, Any]]) -> list[dict[str, Any
     for k in range(data.n_clients):
         vals = [s["client_eval_loss"][k] for s in per_seed
                 if s.get("client_eval_loss") and s["client_eval_loss"][k] is not None]
-        out.append({"client": k, "task": tasks[k],
-                    "local_eval_loss": float(np.mean(vals)) if vals else None})
+        rec = {"client": k, "task": tasks[k],
+               "local_eval_loss": float(np.mean(vals)) if vals else None}
+        extra = [s["client_metrics"][k] for s in per_seed
+                 if s.get("client_metrics") and s["client_metrics"][k] is not None]
+        for key in (extra[0] if extra else {}):
+            rec[key] = float(np.mean([e[key] for e in extra]))
+        out.append(rec)
     return out
 
 

@@ -9,7 +9,9 @@ how the server applies the aggregate (the protocol: :mod:`fedopt.fl.algorithms.b
 - ``fedsa`` (:class:`FedSALoRA`): A and B trained, only A sent; B stays on each device;
 - ``local`` (:class:`LocalTraining`): every client trains its own LoRA, nothing is sent;
 - ``mira`` (:class:`MIRA`): every client keeps its own LoRA; the server pulls the updates of
-  clients with similar tasks together (:mod:`~fedopt.fl.algorithms.personal`).
+  clients with similar tasks together (:mod:`~fedopt.fl.algorithms.personal`);
+- ``pwff`` (:class:`PWFF`): global adapters aggregated, a private LoRA on the MLP, a local loss
+  personalized by two reward models (:mod:`~fedopt.fl.algorithms.pwff`).
 
 The names are those of ``learning.algorithm`` in an instance (which sets the payload the planner
 sees) and of ``LoopConfig.algorithm``.
@@ -22,14 +24,16 @@ from fedopt.fl.algorithms.averaging import FedAvg, FedSALoRA, FFALoRA
 from fedopt.fl.algorithms.base import Algorithm, factor_indices
 from fedopt.fl.algorithms.ota_sophia import OTASophia
 from fedopt.fl.algorithms.personal import MIRA, LocalTraining
+from fedopt.fl.algorithms.pwff import PWFF
 
 __all__ = ["ALGORITHM_CLASSES", "Algorithm", "FedAvg", "FFALoRA", "FedSALoRA", "LocalTraining",
-           "MIRA", "OTASophia",
+           "MIRA", "OTASophia", "PWFF",
            "factor_indices", "make_algorithm"]
 
 #: ``LoopConfig.algorithm`` → its class
 ALGORITHM_CLASSES: dict[str, type[Algorithm]] = {
-    cls.name: cls for cls in (FedAvg, OTASophia, FFALoRA, FedSALoRA, LocalTraining, MIRA)}
+    cls.name: cls for cls in (FedAvg, OTASophia, FFALoRA, FedSALoRA, LocalTraining, MIRA,
+                                      PWFF)}
 
 
 def make_algorithm(name: str) -> Algorithm:
