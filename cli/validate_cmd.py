@@ -180,8 +180,9 @@ def validate(
         "Fed-Sophia).")] = "sgd",
     algorithm: Annotated[str | None, typer.Option(
         "--algorithm", help="Federated algorithm: fedavg, ota-sophia (over-the-air Sophia), "
-        "ffa (FFA-LoRA), fedsa (FedSA-LoRA); default: the instance's learning.algorithm "
-        "(fedavg).")] = None,
+        "ffa (FFA-LoRA), fedsa (FedSA-LoRA), local (no communication), mira (multi-task "
+        "LoRA), pwff (personalized, with reward models); default: the instance's "
+        "learning.algorithm (fedavg).")] = None,
     algorithms: Annotated[str | None, typer.Option(
         "--algorithms", help="Comma-separated algorithms to compare in one run (methods "
         "reported as NAME@ALGORITHM).")] = None,

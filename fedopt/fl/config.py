@@ -67,12 +67,14 @@ class LoopConfig:
         Windows per local mini-batch.
     seq_len : int or None
         Window length (default: the model's ``seq_len``).
-    algorithm : {"fedavg", "ota-sophia", "ffa", "fedsa"}
+    algorithm : {"fedavg", "ota-sophia", "ffa", "fedsa", "local", "mira", "pwff"}
         What clients compute and send (:mod:`fedopt.fl.algorithms`): ``fedavg`` their LoRA update
         after E local steps (FedSGD with E = 1; Fed-Sophia with ``optimizer="sophia"``);
         ``ota-sophia`` their gradient EMA m and Hessian estimate h (the server takes the
         Sophia step); ``ffa`` (FFA-LoRA) the update of B with A frozen; ``fedsa`` (FedSA-LoRA)
-        the update of A, each client keeping its own B.
+        the update of A, each client keeping its own B; ``local`` nothing (own models);
+        ``mira`` its update, pulled towards similar clients' by the server's graph step;
+        ``pwff`` the update of its global adapters (its MLP LoRA stays private).
     optimizer : {"sgd", "adamw", "sophia"}
         Local optimizer: SGD, AdamW (β = (0.9, 0.999), fresh each round) or SophiaG
         (:mod:`fedopt.fl.sophia`; each client keeps its m, h across rounds). With

@@ -324,8 +324,9 @@ def run_federated(model: nn.Module, data: FederatedData, aggregator: Aggregator,
         checkpointed.
     config
         :class:`LoopConfig` (default settings when omitted); its ``algorithm`` says what the
-        clients send (``fedavg``, ``ota-sophia``, ``ffa``, ``fedsa``), and the aggregator
-        receives (K, payload) arrays of that algorithm's payload (``summary["payload_reals"]``).
+        clients send (``fedavg``, ``ota-sophia``, ``ffa``, ``fedsa``, ``local``, ``mira``,
+        ``pwff``), and the aggregator receives (K, payload) arrays of that algorithm's payload
+        (``summary["payload_reals"]``; MIRA makes one call per task cluster over AirComp).
     weights
         φ_k (default: the data shares D_k / Σ D_j).
     compute_time_s
