@@ -295,7 +295,10 @@ class Instance:
 
     def ofdm_symbols(self, rank: int | np.ndarray, streams: int | np.ndarray) -> Any:
         """S(r, L) = ⌈q(r) / (2 L M)⌉, OFDM symbols per round (spec 01 §3); vectorized."""
-        return ac.symbol_count(self.payload(rank), self.ofdm.n_subcarriers, streams)
+        # MIRA over AirComp: one transmission per task cluster, each of q(r) reals
+        slots = self.payloads_per_round if self.algorithm == "mira" else 1
+        return slots * ac.symbol_count(self.payload(rank) // slots, self.ofdm.n_subcarriers,
+                                       streams)
 
     def airtime_s(self, rank: int | np.ndarray, streams: int | np.ndarray) -> Any:
         """AirComp uplink time S(r, L) · T_sym in seconds (spec 01 §3)."""

@@ -102,3 +102,22 @@ def test_a_model_without_local_layers_is_refused(tasks):
     with pytest.raises(InvalidArgumentError, match="fc1, fc2"):
         run_federated(_model(tasks, 1, target=("q", "k", "v", "proj")), tasks,
                       IdealAggregator(), loop_cfg(1, rounds=1, algorithm="pwff"))
+
+
+def test_the_floor_penalizes_a_reward_below_its_start(tasks):
+    from fedopt.fl.data import sample_batch
+    from fedopt.fl.loop import _prepare
+
+    cfg = loop_cfg(2, rounds=1, algorithm="pwff", pwff_floor=3.0, pwff_proximity=0.0)
+    run = _prepare(_model(tasks, 2), tasks, IdealAggregator(), cfg, None, 0.0)
+    alg = run.algorithm
+    xb, yb = sample_batch(tasks.clients[0].train, 4, run.seq_len, np.random.default_rng(0))
+    x, y = torch.from_numpy(xb), torch.from_numpy(yb)
+    anchor = [p.detach().clone() for p in alg._global_params]
+    base, (_, r) = alg._loss(run, x, y, 0, None, anchor)
+    # floors above both rewards by 0.05 and 0.02: the loss rises by κ (0.05 + 0.02) exactly
+    above, _ = alg._loss(run, x, y, 0, r + torch.tensor([0.05, 0.02]), anchor)
+    assert float((above - base).detach()) == pytest.approx(3.0 * 0.07, rel=1e-5)  # float32
+    # floors below the rewards cost nothing
+    below, _ = alg._loss(run, x, y, 0, r - 0.1, anchor)
+    assert float(below.detach()) == pytest.approx(float(base.detach()), rel=1e-7)

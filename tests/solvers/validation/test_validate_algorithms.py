@@ -70,7 +70,8 @@ def test_plan_file_of_another_algorithm_is_refused(tiny):
         validate(tiny, plan=plan, algorithms=("ffa",), settings=_settings())
 
 
-@pytest.mark.parametrize("algorithm", ["fedavg", "ota-sophia", "ffa", "fedsa", "local", "mira"])
+@pytest.mark.parametrize("algorithm", ["fedavg", "ota-sophia", "ffa", "fedsa", "local", "mira",
+                                       "pwff"])
 def test_cli_quick_json_for_each_algorithm(algorithm, tmp_path, invoke):
     res = invoke("validate", "--quick", "--algorithm", algorithm, "--rounds", "1",
                  "--mode", "equivalent", "--out", str(tmp_path), "--format", "json")
@@ -90,6 +91,13 @@ def test_cli_quick_json_for_each_algorithm(algorithm, tmp_path, invoke):
         assert [p["client"] for p in per] == list(range(12))
         assert [p["task"] for p in per] == data["data"]["client_tasks"]
         assert all(np.isfinite(p["local_eval_loss"]) for p in per)
+        rewards = {"reward_prose", "reward_structure"}
+        assert all((rewards <= set(p)) == (algorithm == "pwff") for p in per)
+    # the airtime the planner counted (MIRA: one slot per task cluster) is what was sent
+    air = data["methods"]["airfl-lora"]
+    want = load_instance("char-tasks").with_algorithm(algorithm).airtime_s(air["rank"],
+                                                                           air["streams"])
+    assert air["airtime_s"] == pytest.approx(want, rel=1e-12, abs=0.0)
 
 
 def test_cli_fed_sophia_uses_the_sophia_learning_rate(tmp_path, invoke):
