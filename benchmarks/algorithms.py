@@ -23,15 +23,13 @@ Run:  python -m benchmarks.algorithms [--rounds 30] [--seeds 0,1,2] [--variants 
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks._parts import parts_main
 from fedopt.instance import load_instance
 from fedopt.solvers import solve
 from fedopt.solvers.validation import ValidateSettings
@@ -189,31 +187,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--variants", default=",".join(VARIANTS))
-    ap.add_argument("--digital-budget", type=float, default=6.0)
-    ap.add_argument("--out", default="benchmarks/results")
-    ap.add_argument("--merge", nargs="*", help="part files to combine (no new runs)")
-    args = ap.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.merge:
-        parts = [json.loads(Path(p).read_text()) for p in args.merge]
-        res = {**parts[0], "rows": [r for p in parts for r in p["rows"]]}
-        (out / "algorithms.json").write_text(json.dumps(res, indent=1) + "\n")
-    else:
-        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-        bad = [v for v in variants if v not in VARIANTS]
-        if bad:
-            raise SystemExit(f"--variants: unknown {bad}, choose from {', '.join(VARIANTS)}")
-        t0 = time.perf_counter()
-        res = run(variants, [int(s) for s in args.seeds.split(",")], args.rounds,
-                  args.digital_budget)
-        res["wall_s"] = time.perf_counter() - t0
-        (out / f"algorithms_{'_'.join(variants)}.json").write_text(json.dumps(res, indent=1)
-                                                                   + "\n")
+    def configure(ap: Any) -> None:
+        ap.add_argument("--digital-budget", type=float, default=6.0)
+
+    res = parts_main(__doc__, "algorithms", list(VARIANTS),
+                     lambda v, s, r, a: run(v, s, r, a.digital_budget), configure)
     print(f"base eval loss {res['base_eval_loss']:.4f}")
     print(markdown(summarize(res)))
 
