@@ -25,7 +25,8 @@ def _by_hand(inst, factors: str, blocks: int, r: int) -> int:
 
 
 @pytest.mark.parametrize("algorithm, factors, blocks", [
-    ("fedavg", "AB", 1), ("ota-sophia", "AB", 2), ("ffa", "B", 1), ("fedsa", "A", 1)])
+    ("fedavg", "AB", 1), ("ota-sophia", "AB", 2), ("ffa", "B", 1), ("fedsa", "A", 1),
+    ("pwff", "AB", 1), ("local", "AB", 0)])
 def test_payload_follows_the_algorithm(inst, algorithm, factors, blocks):
     a = inst.with_algorithm(algorithm)
     assert (a.algorithm, a.lora.factors, a.payloads_per_round) == (algorithm, factors, blocks)
@@ -60,5 +61,16 @@ def test_contradicting_fields_are_refused_naming_both(inst):
     with pytest.raises(InvalidInstanceError, match=r"learning\.algorithm: got 'fedprox'.*ffa"):
         Instance.from_dict(d)
     with pytest.raises(InvalidInstanceError, match="learning.algorithm"):
-        inst.with_algorithm("local")
-    assert set(ALGORITHMS) == {"fedavg", "ota-sophia", "ffa", "fedsa"}
+        inst.with_algorithm("scaffold")
+    assert set(ALGORITHMS) == {"fedavg", "ota-sophia", "ffa", "fedsa", "local", "mira", "pwff"}
+
+
+def test_mira_plans_one_aircomp_slot_per_task_cluster(inst):
+    m = inst.with_algorithm("mira")
+    assert m.payloads_per_round == 4 and m.digital_payloads == 1  # domain-shift: four tasks
+    for r, streams in ((1, 1), (4, 2), (16, 1)):
+        per_slot = -(-_by_hand(inst, "AB", 1, r) // (2 * streams * inst.n_subcarriers))
+        assert m.ofdm_symbols(r, streams) == 4 * per_slot
+    # over FDMA each device's update goes once
+    assert payload_bits(m, 4, 4) == payload_bits(inst, 4, 4)
+    assert load_instance("tiny-char").with_algorithm("mira").payloads_per_round == 1
