@@ -9,12 +9,15 @@ per round.
 
 Run:  python -m benchmarks.personalization [--rounds 30] [--seeds 0,1,2] [--variants a,b]
       [--out benchmarks/results]   (writes personalization_<variants>.json; --merge F1 F2 ...)
+      [--ideal-rank R]             (only the ideal rows, every algorithm at rank R: the planner
+                                    gives each algorithm its own rank, which confounds)
 """
 
 from __future__ import annotations
 
 import platform
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -28,13 +31,15 @@ VARIANTS = ("fedavg", "local", "pwff", "mira", "fedsa")
 UPLINKS = ("ideal", "aircomp")
 
 
-def _one(alg: str, uplink: str, seed: int, inst: Any, rounds: int, shared: dict
-         ) -> dict[str, Any]:
+def _one(alg: str, uplink: str, seed: int, inst: Any, rounds: int, shared: dict,
+         ideal_rank: int | None = None) -> dict[str, Any]:
     settings = ValidateSettings.for_testbed("domain-shift", rounds=rounds, seeds=(seed,),
                                             mode="equivalent")
     inst_a = inst.with_algorithm(alg)
     t0 = time.perf_counter()
     plan = solve(inst_a, "airfl-lora", seed=seed).solution
+    if ideal_rank is not None and uplink == "ideal":  # every algorithm at one rank
+        plan = replace(plan, rank=ideal_rank)
     summ, _ = run_plan(plan, inst_a, settings, seed, ideal=uplink == "ideal",
                        data=shared["data"], base=shared["base"])
     row = {"variant": alg, "uplink": uplink, "seed": seed, "rank": summ["rank"],
@@ -46,16 +51,17 @@ def _one(alg: str, uplink: str, seed: int, inst: Any, rounds: int, shared: dict
     return row
 
 
-def run(variants: list[str], seeds: list[int], rounds: int) -> dict[str, Any]:
+def run(variants: list[str], seeds: list[int], rounds: int, ideal_rank: int | None = None,
+        uplinks: tuple[str, ...] = UPLINKS) -> dict[str, Any]:
     inst = load_instance("char-tasks")
     settings = ValidateSettings.for_testbed("domain-shift")
     shared = {"data": settings.client_data(inst), "base": settings.base_model(inst)}
     rows = []
     for alg in variants:
-        for uplink in UPLINKS:
+        for uplink in uplinks:
             for seed in seeds:
                 try:
-                    row = _one(alg, uplink, seed, inst, rounds, shared)
+                    row = _one(alg, uplink, seed, inst, rounds, shared, ideal_rank)
                 except Exception as exc:  # a run that cannot go is a result, not a crash
                     row = {"variant": alg, "uplink": uplink, "seed": seed,
                            "error": f"{type(exc).__name__}: {exc}"[:300]}
@@ -99,8 +105,14 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    def configure(ap: Any) -> None:
+        ap.add_argument("--ideal-rank", type=int, default=None,
+                        help="run only the ideal rows, every algorithm at this rank")
+
     res = parts_main(__doc__, "personalization", VARIANTS,
-                     lambda v, s, r, a: run(v, s, r))
+                     lambda v, s, r, a: run(v, s, r, a.ideal_rank,
+                                            ("ideal",) if a.ideal_rank else UPLINKS),
+                     configure)
     print(f"base eval loss {res['base_eval_loss']:.4f}")
     print(markdown(res))
 
