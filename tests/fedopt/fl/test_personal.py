@@ -144,3 +144,21 @@ def test_resume_is_bit_for_bit_with_own_models(fed, seed, tmp_path, algorithm):
                             out_dir=tmp_path, resume=True)
     np.testing.assert_array_equal(resumed.theta, straight.theta)
     assert core(resumed.history) == core(straight.history)
+
+
+def test_mira_over_digital_uses_the_delivered_updates(fed, seed, tmp_path):
+    from fedopt.fl.aggregators import DigitalAggregator
+    from fedopt.fl.lora import lora_modules
+
+    model = tiny_model(fed, seed)
+    layers = [(m.d_out, m.d_in) for m in lora_modules(model).values()]
+    cfg = loop_cfg(seed, rounds=2, algorithm="mira", mira_graph="similarity")
+    out = {}
+    for name, kept in (("all", 2), ("one", 1)):
+        agg = DigitalAggregator(layers, 2, lambda t, kept=kept: {"kept": [kept] * 3})
+        run_federated(tiny_model(fed, seed), fed, agg, cfg, out_dir=tmp_path / name)
+        out[name] = _own(tmp_path / name)
+    run_federated(tiny_model(fed, seed), fed, IdealAggregator(), cfg, out_dir=tmp_path / "id")
+    # every component delivered: the ideal run exactly; one of two: the neighbours differ
+    np.testing.assert_array_equal(out["all"], _own(tmp_path / "id"))
+    assert not np.allclose(out["one"], out["all"])
