@@ -183,6 +183,10 @@ def validate(
         "ffa (FFA-LoRA), fedsa (FedSA-LoRA), local (no communication), mira (multi-task "
         "LoRA), pwff (personalized, with reward models); default: the instance's "
         "learning.algorithm (fedavg).")] = None,
+    mira_graph: Annotated[str, typer.Option(
+        "--mira-graph", help="MIRA's client graph: task (clients of one task, the default), "
+        "complete, or similarity (of the updates; needs an uplink that delivers each one: "
+        "ideal or digital).")] = "task",
     algorithms: Annotated[str | None, typer.Option(
         "--algorithms", help="Comma-separated algorithms to compare in one run (methods "
         "reported as NAME@ALGORITHM).")] = None,
@@ -214,7 +218,7 @@ def validate(
         settings = replace(
             base, rounds=rounds or base.rounds,
             seeds=_parse_seeds(seeds) if seeds is not None else base.seeds,
-            optimizer=optimizer, mode=mode, device=device,
+            optimizer=optimizer, mode=mode, device=device, mira_graph=mira_graph,
             **({} if lr is None else {_lr_field(optimizer, algs): lr}))
         extra: tuple[str, ...] = ()
         if compare is not None:

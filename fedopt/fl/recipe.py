@@ -42,6 +42,8 @@ class TrainingRecipe:
         is SGD's; AdamW and SophiaG (local Fed-Sophia steps, and the server's step of
         over-the-air Sophia) take ``adamw_lr`` and ``sophia_lr`` (:meth:`learning_rate`): their
         steps are bounded per coordinate, so they need rates two orders smaller.
+    mira_graph : {"task", "complete", "similarity"}
+        MIRA's client graph (``LoopConfig.mira_graph``).
     grad_clip : float or None
         Clip of each local gradient's 2-norm. Typical norms are ≈ 0.1, so 1.0 only acts on a
         blow-up.
@@ -78,6 +80,7 @@ class TrainingRecipe:
     lora_scaling: str = "rank-stabilized"
     adamw_lr: float = 0.01
     sophia_lr: float = 0.01
+    mira_graph: str = "task"
 
     def __post_init__(self) -> None:
         if not (self.alpha_scale > 0 and math.isfinite(self.alpha_scale)):
@@ -122,7 +125,8 @@ class TrainingRecipe:
             algorithm=instance.algorithm,
             local_steps=self.local_steps or instance.learning.local_steps,
             batch_size=self.batch_size or instance.learning.batch_size,
-            grad_clip=self.grad_clip, eval_every=self.eval_every, eval_batches=self.eval_batches)
+            grad_clip=self.grad_clip, eval_every=self.eval_every, eval_batches=self.eval_batches,
+            mira_graph=self.mira_graph)
         return LoopConfig(**{**settings, **changes})
 
     def lora_model(self, base: Any, rank: int, seed: int,

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from fedopt.errors import FedOptError, InvalidArgumentError
+from fedopt.errors import FedOptError, InvalidArgumentError, PlanError
 from fedopt.fl.recipe import check_model_layers, loop_layers
 from fedopt.instance import Instance
 from fedopt.io import atomic_write_text
@@ -207,10 +207,14 @@ def _run_seed(ctx: _Context, name: str, seed: int) -> tuple[dict[str, Any], Any]
         return f"{type(exc).__name__}: {exc}"
     key = name + ctx.suffix
     start, label = ctx.progress.done, f"{key} seed {seed}"
-    out = _execute(run, ctx.instance, s, seed, data=ctx.data, base=ctx.base,
-                   out_dir=None if ctx.out is None else ctx.out / key / f"seed-{seed}",
-                   resume=ctx.resume, name=f"{key}/seed-{seed}",
-                   callback=lambda rec: ctx.progress.report(start + rec["round"] + 1, label))
+    try:
+        out = _execute(run, ctx.instance, s, seed, data=ctx.data, base=ctx.base,
+                       out_dir=None if ctx.out is None else ctx.out / key / f"seed-{seed}",
+                       resume=ctx.resume, name=f"{key}/seed-{seed}",
+                       callback=lambda rec: ctx.progress.report(start + rec["round"] + 1,
+                                                                label))
+    except PlanError as exc:  # the plan's uplink cannot carry the algorithm (MIRA's graph)
+        return f"{type(exc).__name__}: {exc}"
     ctx.progress.done = start + s.rounds
     return out
 

@@ -68,7 +68,8 @@ class ValidateSettings(TrainingRecipe):
         from fedopt.fl.loop import LoopConfig
 
         LoopConfig(rounds=self.rounds, optimizer=self.optimizer, lr=self.lr,
-                   eval_every=self.eval_every, eval_batches=self.eval_batches)
+                   eval_every=self.eval_every, eval_batches=self.eval_batches,
+                   mira_graph=self.mira_graph)
 
     def loop_config(self, instance: Instance, seed: int, **changes: Any) -> Any:
         """The loop settings of one run (``rounds`` of these settings; the instance's

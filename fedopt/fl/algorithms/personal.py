@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from fedopt.errors import InvalidArgumentError
+from fedopt.errors import InvalidArgumentError, PlanError
 from fedopt.fl.aggregators import AggregationResult
 from fedopt.fl.algorithms.base import Algorithm, SophiaStates
 
@@ -147,7 +147,7 @@ class MIRA(_OwnModels):
     def _check_cliques(self) -> list[np.ndarray]:
         clusters = None if self.graph is None else _cliques(self.graph)
         if clusters is None:
-            raise InvalidArgumentError(
+            raise PlanError(
                 "mira_graph: over AirComp the server receives only sums, so the graph must be "
                 "a union of cliques ('task' or 'complete'); use an uplink that delivers every "
                 "update (ideal, digital) for 'similarity' or weighted graphs")
