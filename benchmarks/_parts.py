@@ -42,3 +42,23 @@ def parts_main(doc: str, name: str, variants: Sequence[str],
     res["wall_s"] = time.perf_counter() - t0
     (out / f"{name}_{'_'.join(chosen)}.json").write_text(json.dumps(res, indent=1) + "\n")
     return res
+
+
+def run_rows(variants: Sequence[str], uplinks: Sequence[str], seeds: Sequence[int],
+             one: Callable[[str, str, int], dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """``one(variant, uplink, seed)`` for every cell, in order, each printed as it ends (its
+    ``key`` value); a cell that raises becomes a row with its ``error`` (a plan that cannot run
+    is a result, not a crash)."""
+    rows = []
+    for variant in variants:
+        for uplink in uplinks:
+            for seed in seeds:
+                try:
+                    row = one(variant, uplink, seed)
+                except Exception as exc:
+                    row = {"variant": variant, "uplink": uplink, "seed": seed,
+                           "error": f"{type(exc).__name__}: {exc}"[:300]}
+                rows.append(row)
+                print(f"{variant:13s} {uplink:8s} seed {seed}: {row.get(key, row.get('error'))}",
+                      flush=True)
+    return rows

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._parts import parts_main
+from benchmarks._parts import parts_main, run_rows
 from fedopt.instance import load_instance
 from fedopt.solvers import solve
 from fedopt.solvers.validation import ValidateSettings
@@ -81,18 +81,8 @@ def run(variants: list[str], seeds: list[int], rounds: int, digital_budget: floa
     settings = ValidateSettings.for_testbed("domain-shift")
     shared = {"data": settings.client_data(inst), "base": settings.base_model(inst)}
     base_loss = settings.base_eval_loss(shared["base"], shared["data"])
-    rows = []
-    for variant in variants:
-        for uplink in UPLINKS:
-            for seed in seeds:
-                try:
-                    row = _one(variant, uplink, seed, inst, dig_inst, rounds, shared)
-                except Exception as exc:  # a plan that cannot run is a result, not a crash
-                    row = {"variant": variant, "uplink": uplink, "seed": seed,
-                           "error": f"{type(exc).__name__}: {exc}"[:300]}
-                rows.append(row)
-                print(f"{variant:13s} {uplink:8s} seed {seed}: "
-                      f"{row.get('final_eval_loss', row.get('error'))}", flush=True)
+    rows = run_rows(variants, UPLINKS, seeds, lambda v, u, s: _one(
+        v, u, s, inst, dig_inst, rounds, shared), "final_eval_loss")
     return {"base_eval_loss": base_loss, "rounds": rounds, "seeds": seeds,
             "digital_avg_latency_budget_s": digital_budget, "rows": rows,
             "machine": f"{platform.machine()} {platform.system()}, {platform.python_version()}"}

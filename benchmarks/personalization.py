@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._parts import parts_main
+from benchmarks._parts import parts_main, run_rows
 from fedopt.instance import load_instance
 from fedopt.solvers import solve
 from fedopt.solvers.validation import ValidateSettings, run_plan
@@ -56,18 +56,8 @@ def run(variants: list[str], seeds: list[int], rounds: int, ideal_rank: int | No
     inst = load_instance("char-tasks")
     settings = ValidateSettings.for_testbed("domain-shift")
     shared = {"data": settings.client_data(inst), "base": settings.base_model(inst)}
-    rows = []
-    for alg in variants:
-        for uplink in uplinks:
-            for seed in seeds:
-                try:
-                    row = _one(alg, uplink, seed, inst, rounds, shared, ideal_rank)
-                except Exception as exc:  # a run that cannot go is a result, not a crash
-                    row = {"variant": alg, "uplink": uplink, "seed": seed,
-                           "error": f"{type(exc).__name__}: {exc}"[:300]}
-                rows.append(row)
-                got = row.get("global_loss", row.get("error"))
-                print(f"{alg:7s} {uplink:8s} seed {seed}: {got}", flush=True)
+    rows = run_rows(variants, uplinks, seeds, lambda v, u, s: _one(
+        v, u, s, inst, rounds, shared, ideal_rank), "global_loss")
     return {"base_eval_loss": settings.base_eval_loss(shared["base"], shared["data"]),
             "client_tasks": list(shared["data"].client_tasks), "rounds": rounds,
             "seeds": seeds, "rows": rows,

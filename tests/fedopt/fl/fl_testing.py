@@ -124,6 +124,17 @@ def make_aggregator(kind: str, fed, inst, model, seed: int, forgetful: bool = Fa
     return DigitalAggregator(layers, 2, cls(fed.n_clients, 2))
 
 
+class Recorder(IdealAggregator):
+    """The ideal aggregator, keeping every round's (K, payload) input: what travelled."""
+
+    def __init__(self):
+        self.seen: list[np.ndarray] = []
+
+    def aggregate(self, updates, weights, round_index, rng):
+        self.seen.append(np.array(updates))
+        return super().aggregate(updates, weights, round_index, rng)
+
+
 # fixtures shared by the loop test files (import them by name into a test module)
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():

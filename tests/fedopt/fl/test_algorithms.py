@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fl_testing import (  # noqa: F401  (fixtures: _one_thread, fed, seed)
+    Recorder,
     _one_thread,
     aircomp_for,
     core,
@@ -28,17 +29,6 @@ from fedopt.fl.loop import LoopConfig, run_federated
 from fedopt.fl.lora import flatten_lora, lora_layer_spec, lora_modules
 from fedopt.fl.sophia import sophia_direction_np
 from fedopt.instance import Instance
-
-
-class Recorder(IdealAggregator):
-    """The ideal aggregator, keeping every round's (K, payload) input."""
-
-    def __init__(self):
-        self.seen: list[np.ndarray] = []
-
-    def aggregate(self, updates, weights, round_index, rng):
-        self.seen.append(np.array(updates))
-        return super().aggregate(updates, weights, round_index, rng)
 
 
 def _indices(model):

@@ -11,7 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fl_testing import TINY, _one_thread, core, loop_cfg  # noqa: F401  (fixture _one_thread)
+from fl_testing import (  # noqa: F401  (fixture _one_thread)
+    TINY,
+    Recorder,
+    _one_thread,
+    core,
+    loop_cfg,
+)
 
 from fedopt.errors import InvalidArgumentError
 from fedopt.fl.aggregators import IdealAggregator
@@ -34,15 +40,6 @@ def _model(data, seed, target=ALL):
     model = CharTransformer(data.vocab.size, **TINY, generator=torch.Generator().manual_seed(seed))
     apply_lora(model, 2, target=target, generator=torch.Generator().manual_seed(seed + 1))
     return model
-
-
-class Recorder(IdealAggregator):
-    def __init__(self):
-        self.seen = []
-
-    def aggregate(self, updates, weights, round_index, rng):
-        self.seen.append(np.array(updates))
-        return super().aggregate(updates, weights, round_index, rng)
 
 
 def test_local_lora_never_leaves_the_device(tasks, tmp_path):
