@@ -4,10 +4,13 @@ A refactor must leave the cost of the main jobs unchanged. This script runs each
 each checkout alternately (A, B, A, B, ...: slow drift of the machine hits both), ``--repeats``
 times, and reports the median wall time of each and the ratio B / A.
 
-Each checkout runs its own code: the command is ``python -m <cli> ...`` with the checkout as
-the working directory (so its packages come first on ``sys.path``); ``<cli>`` is
-``fedopt.cli.main`` where the checkout has the one-package layout (``fedopt/__init__.py`` maps
-``cli/``), else ``cli.main`` (the layout before issue 10).
+Each checkout runs its own code: the command is ``python -S -m <cli> ...`` with the checkout as
+the working directory and ``PYTHONPATH`` = the checkout, then this interpreter's site-packages.
+``-S`` matters: with site processing, the editable install's import hook maps ``fedopt.*`` to
+the tree it was installed from whatever the working directory, so before issue 17 a run "in"
+another checkout silently imported parts of this one. ``<cli>`` is ``fedopt.cli.main`` where
+the checkout has the one-package layout (``fedopt/__init__.py`` maps ``cli/``), else
+``cli.main`` (the layout before issue 10).
 
 Run:  git worktree add /tmp/before <old commit>
       python -m benchmarks.cli_timing --a /tmp/before --b . [--repeats 5]
@@ -20,6 +23,7 @@ import json
 import os
 import platform
 import resource
+import site
 import statistics
 import subprocess
 import sys
@@ -48,9 +52,12 @@ def _children_cpu_s() -> float:
 def run_once(tree: Path, args: list[str]) -> tuple[float, float]:
     """(wall, CPU) seconds of one run of the command in ``tree``."""
     with tempfile.TemporaryDirectory() as tmp:
-        argv = [sys.executable, "-m", cli_module(tree), *[a.format(tmp=f"{tmp}/o") for a in args]]
+        argv = [sys.executable, "-S", "-m", cli_module(tree),
+                *[a.format(tmp=f"{tmp}/o") for a in args]]
+        env = {**os.environ,
+               "PYTHONPATH": os.pathsep.join([str(tree), *site.getsitepackages()])}
         t0, c0 = time.perf_counter(), _children_cpu_s()
-        subprocess.run(argv, cwd=tree, check=True, capture_output=True)
+        subprocess.run(argv, cwd=tree, env=env, check=True, capture_output=True)
         return time.perf_counter() - t0, _children_cpu_s() - c0
 
 

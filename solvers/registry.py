@@ -97,17 +97,18 @@ def _tsfa_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 _PLANNERS = (
-    Method("airfl-lora", "planner", "AirFL-LoRA: exact bound-pruned search over L, manifold "
-           "beamformers, best feasible rank", search="bnb", beamforming="beamforming"),
+    Method("airfl-lora", "planner", "AirFL-LoRA: exact bound-pruned search over L, multicast "
+           "(L = 1) or manifold (L > 1) beamformers, best feasible rank", search="bnb",
+           beamforming="auto"),
     Method("alternating", "planner", "the backtracking alternating search of spec 04 §2 "
-           "(from the largest L down)", search="alternating", beamforming="beamforming"),
+           "(from the largest L down)", search="alternating", beamforming="auto"),
     Method("exhaustive", "planner", "every (r, L): the oracle", search="exhaustive",
-           beamforming="beamforming"),
+           beamforming="auto"),
     Method("fixed-rank", "planner", "baseline: the rank fixed (--rank, default the largest "
-           "feasible), best L and beamformers", search="exhaustive", beamforming="beamforming",
+           "feasible), best L and beamformers", search="exhaustive", beamforming="auto",
            fixed_rank=True),
     Method("single-stream", "planner", "baseline: L = 1, best rank", search="exhaustive",
-           beamforming="beamforming", streams=(1,)),
+           beamforming="auto", streams=(1,)),
     Method("centroid-plan", "planner", "baseline: centroid beamformers, best r and L",
            search="exhaustive", beamforming="centroid", uses_rng=False),
     Method("random-plan", "planner", "baseline: random receive beamformers, best r and L",

@@ -75,6 +75,12 @@ class SolveResult:
         Named terms of the objective (e.g. the gap terms).
     bound, bound_per_subcarrier : float / ndarray or None
         Best available lower bound (total and per subcarrier); ``None`` if none is known.
+    bound_kind : str or None
+        What the bound is (beamforming): ``"single-device"`` (each device served alone; loose
+        by design when many devices bind), ``"sdr"`` (the semidefinite relaxation solved by a
+        conic solver, dual-certified) or ``"sdr-dual"`` (a dual-feasible point of that
+        relaxation found by a first-order method: certified, at most the SDR value). Every
+        bound is the per-subcarrier maximum of its kind and the single-device bound.
     iterations, evaluations : int
         Work done (outer iterations, cost evaluations).
     wall_time_s : float
@@ -94,6 +100,7 @@ class SolveResult:
     terms: dict[str, float] = field(default_factory=dict)
     bound: float | None = None
     bound_per_subcarrier: np.ndarray | None = None
+    bound_kind: str | None = None
     iterations: int = 0
     evaluations: int = 0
     wall_time_s: float = 0.0

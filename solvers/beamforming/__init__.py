@@ -34,6 +34,7 @@ from fedopt.solvers.beamforming.baselines import (
     random_beamformer,
 )
 from fedopt.solvers.beamforming.manifold import ManifoldOptions, solve_manifold
+from fedopt.solvers.beamforming.multicast import MulticastOptions, multicast
 from fedopt.solvers.beamforming.problem import BeamformingProblem
 from fedopt.solvers.beamforming.sdr import sdr
 from fedopt.solvers.result import Callback, SolveResult
@@ -95,11 +96,25 @@ def _method(name: str, summary: str, function: Callable[..., SolveResult], *,
         options=_keywords(function) if options is None else options, **flags)
 
 
+def auto(problem: BeamformingProblem, *, init: np.ndarray | list[np.ndarray] | None = None,
+         rng: np.random.Generator | None = None,
+         callback: Callback | None = None) -> SolveResult:
+    """The planners' default: ``"multicast"`` for L = 1, the manifold solver for L > 1 (the
+    result's ``method`` names the one that ran)."""
+    if problem.streams == 1:
+        return multicast(problem, init=init, rng=rng)
+    return solve_manifold(problem, init=init, rng=rng, callback=callback)
+
+
 #: The beamforming methods, by name, in the order help texts list them.
 METHODS: dict[str, BeamformingMethod] = {m.name: m for m in (
+    _method("auto", "multicast for L = 1, manifold for L > 1 (the planners' default)", auto),
     _method("beamforming", "manifold optimization on the sphere from the centroid, MRC, warm and "
             "random starts (spec 04 §1)", solve_manifold,
             options=tuple(f.name for f in dataclasses.fields(ManifoldOptions))),
+    _method("multicast", "L = 1 as single-group multicast: smoothed Newton path following "
+            "from several starts, with a certified SDR-dual bound", multicast, streams=(1,),
+            options=tuple(f.name for f in dataclasses.fields(MulticastOptions))),
     _method("centroid", "weighted Grassmann centroid of the devices' dominant subspaces "
             "(closed form)", centroid),
     _method("sdr", "semidefinite relaxation + Gaussian randomization, with its lower bound "
@@ -115,7 +130,8 @@ BEAMFORMING_METHODS: tuple[str, ...] = tuple(METHODS)
 
 #: The baselines (every method but the manifold solver): name → function.
 BASELINES: dict[str, Callable[..., SolveResult]] = {
-    name: m.function for name, m in METHODS.items() if name != "beamforming"}
+    name: m.function for name, m in METHODS.items()
+    if name not in ("auto", "beamforming", "multicast")}
 
 
 def beamforming_problem(instance: Instance, streams: int, *, channel: Channel | None = None,
@@ -156,13 +172,15 @@ def solve_beamforming(
     problem
         See :class:`~fedopt.solvers.beamforming.problem.BeamformingProblem`.
     method
-        A name of :data:`METHODS`: ``"beamforming"`` (manifold optimization, spec 04 §1, started
+        A name of :data:`METHODS`: ``"auto"`` (``"multicast"`` for L = 1, else
+        ``"beamforming"``), ``"multicast"`` (L = 1: smoothed Newton path following with an
+        SDR-dual certificate), ``"beamforming"`` (manifold optimization, spec 04 §1, started
         from the centroid, the MRC toward the weakest device, any ``init`` and random points) or
         a baseline: ``"centroid"``, ``"sdr"`` (L = 1), ``"random"``, ``"mrc"``, ``"eigen"``
         (spec 02 §4).
     init
-        Warm start(s) for the manifold solver, each (M, N_r, L); the other methods start from
-        nothing and are not given it.
+        Warm start(s), each (M, N_r, L), for the methods that take them (``uses_init``: auto,
+        multicast, beamforming); the others start from nothing and are not given it.
     rng
         Generator or seed, passed to the methods that draw (``uses_rng``: random starts,
         randomization); same seed, same result. The others are deterministic.

@@ -49,6 +49,7 @@ def beamforming_result(
     *,
     description: str,
     bound: np.ndarray | None = None,
+    bound_kind: str = "single-device",
     options: dict[str, Any] | None = None,
     terms: dict[str, float] | None = None,
     iterations: int = 0,
@@ -57,7 +58,9 @@ def beamforming_result(
     """The :class:`SolveResult` of a beamforming run: unit-norm ``A`` (M, N_r, L), f per
     subcarrier, the bound (``bound`` or the best closed-form one), a certified status.
 
-    ``options`` replaces the run's options when given (for options known only at the end).
+    ``bound_kind`` names the bound (see :class:`~fedopt.solvers.result.SolveResult`); the
+    default is that of the closed-form bound used when ``bound`` is not given. ``options``
+    replaces the run's options when given (for options known only at the end).
     """
     A = unit_norm(A)
     obj = problem.objective(A)
@@ -67,6 +70,6 @@ def beamforming_result(
     return run.result(
         A, np.sum(obj), status=status, message=message,
         objective_per_subcarrier=obj, terms=dict(terms or {}),
-        bound=float(np.sum(bnd)), bound_per_subcarrier=bnd,
+        bound=float(np.sum(bnd)), bound_per_subcarrier=bnd, bound_kind=bound_kind,
         iterations=iterations, evaluations=evaluations, **extra,
     )

@@ -346,7 +346,7 @@ def sdr(
     return beamforming_result(
         run, problem, xi[np.arange(m), best][:, :, None],
         description=f"SDR + {randomizations} Gaussian randomizations",
-        bound=best_bound(problem, sdr_values=v_sdr),
+        bound=best_bound(problem, sdr_values=v_sdr), bound_kind="sdr",
         options={"randomizations": randomizations, "purify": bool(purify),
                  "solvers": list(sub.solvers), "solver_counts": used,
                  "solver_options": sub.options},

@@ -66,7 +66,7 @@ class Evaluation:
 
 
 def beamformers_for(instance: Instance, streams: int, *, channel: Channel, seed: int = 0,
-                    beamforming: str = "beamforming", **beamforming_options: Any) -> np.ndarray:
+                    beamforming: str = "auto", **beamforming_options: Any) -> np.ndarray:
     """The beamformers :func:`~fedopt.solvers.planner.plan` uses for L streams on ``channel``
     with seed ``seed``."""
     problem = BeamformingProblem.from_instance(instance, channel, streams)
@@ -76,7 +76,7 @@ def beamformers_for(instance: Instance, streams: int, *, channel: Channel, seed:
 
 def evaluate(instance: Instance, rank: int, streams: int, *, channel: Channel | None = None,
              seed: int = 0, round: int = 0, beamformers: np.ndarray | None = None,
-             beamforming: str = "beamforming", gap: AirFLGap | None = None,
+             beamforming: str = "auto", gap: AirFLGap | None = None,
              **beamforming_options: Any) -> Evaluation:
     """The gap of one configuration (r, L): with given beamformers, or the ones
     ``beamforming`` finds for L on the channel (same seed → the same as in the planner)."""

@@ -175,23 +175,25 @@ def _result(instance: Instance, method: str, state: StreamSearch, run: SolverRun
         "airtime_s": float(instance.airtime_s(r_star, best_l)),
         "latency_budget_s": instance.constraints.latency_budget_s,
         "energy_j_max": float(energy.max()), "energy_j_mean": float(energy.mean()),
-        "mse_sum": float(mse.sum()), "beamforming_method": state.beamforming,
+        "mse_sum": float(mse.sum()), "beamforming_method": chosen.method,
+        "lower_bound_kind": chosen.bound_kind or "single-device",
         "search": search, "beamforming_solves": len(state.solved),
         "pruned_streams": {str(k): v for k, v in state.pruned.items()},
     }
     plan_obj = AirCompPlan(
         method=method, rank=r_star, streams=best_l, receive_beamformers=chosen.solution,
-        power_scale=np.sqrt(mse / instance.noise_power_w), beamforming_method=state.beamforming,
+        power_scale=np.sqrt(mse / instance.noise_power_w), beamforming_method=chosen.method,
         instance_name=instance.name, instance_digest=instance.digest(),
         channel_seed=state.channel.seed, channel_round=state.channel.round, metadata=metadata)
     status, why = _status(state, search, best_l)
-    msg = (f"{search} search over L ∈ {cand_l} and r ∈ {cand_r} with {state.beamforming} "
+    msg = (f"{search} search over L ∈ {cand_l} and r ∈ {cand_r} with {chosen.method} "
            f"beamformers: r = {r_star}, L = {best_l}, {len(state.solved)} beamforming solve(s); "
            f"{why}")
     return run.result(
         plan_obj, block.gap, status=status, message=msg, objective_per_subcarrier=mse,
         terms={k: block.terms[k] for k in TERM_NAMES}, bound=chosen.bound,
-        bound_per_subcarrier=chosen.bound_per_subcarrier, iterations=len(state.solved),
+        bound_per_subcarrier=chosen.bound_per_subcarrier, bound_kind=chosen.bound_kind,
+        iterations=len(state.solved),
         evaluations=sum(s.result.evaluations for s in state.solved.values()))
 
 

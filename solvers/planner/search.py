@@ -21,6 +21,7 @@ import numpy as np
 from fedopt.channel import Channel
 from fedopt.gap_models import AirFLGap
 from fedopt.instance import Instance
+from fedopt.solvers.beamforming import METHODS as BEAMFORMING_TABLE
 from fedopt.solvers.beamforming import solve_beamforming
 from fedopt.solvers.bounds import single_device_bound
 from fedopt.solvers.planner.blocks import (
@@ -83,7 +84,7 @@ class StreamSearch:
             return self.blocks[streams]
         problem = self.problem(streams)
         kwargs = dict(self.options)
-        if self.beamforming == "beamforming" and init is not None:
+        if BEAMFORMING_TABLE[self.beamforming].uses_init and init is not None:
             kwargs["init"] = init
         res = solve_beamforming(problem, self.beamforming,
                                 rng=stream_rng(self.base_seed, streams), **kwargs)

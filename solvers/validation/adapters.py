@@ -23,6 +23,7 @@ import numpy as np
 from fedopt.channel import Channel, draw_channel
 from fedopt.digital import snr_hz
 from fedopt.instance import Instance
+from fedopt.solvers.beamforming import METHODS as BEAMFORMING_TABLE
 from fedopt.solvers.beamforming import solve_beamforming
 from fedopt.solvers.problem import BeamformingProblem
 from fedopt.solvers.tsfa import TSFAController
@@ -76,7 +77,7 @@ class RoundBeamformers:
                 problem = BeamformingProblem.from_instance(self.instance, Channel(H=H),
                                                            self.streams)
                 kwargs = dict(self.options)
-                if self.method == "beamforming" and self.prev is not None:
+                if BEAMFORMING_TABLE[self.method].uses_init and self.prev is not None:
                     kwargs["init"] = self.prev
                 rng = np.random.default_rng(np.random.SeedSequence(
                     self.seed, spawn_key=(4, int(t), self.streams)))

@@ -163,6 +163,24 @@ def test_text_summary(invoke):
     assert res.exit_code == 0, res.output
     assert "centroid on small" in res.output
     assert "Σ_m MSE_m" in res.output and "MSE / lower bound" in res.output
+    # the centroid's certificate is the single-device bound: the text says it is loose
+    assert "vs the single-device bound, loose" in res.output
+
+
+@pytest.mark.parametrize("method,kind,label", [
+    ("single-stream", "sdr-dual", "vs the SDR-dual bound"),
+    ("sdr", "sdr", "vs the SDR bound"),
+    ("centroid-plan", "single-device", "vs the single-device bound, loose"),
+])
+def test_the_plan_names_its_lower_bound(invoke, solve_json, method, kind, label):
+    # issue 17: a planner reading "MSE / lower bound 1.6" must know which bound it is
+    data = solve_json("--method", method, "--seed", 1)
+    assert data["lower_bound_kind"] == kind
+    if kind == "sdr-dual":
+        assert data["beamforming_method"] == "multicast"  # the L = 1 default
+    res = invoke("solve", "small", "-q", "--method", method, "--seed", 1)
+    assert res.exit_code == 0, res.output
+    assert label in res.output
 
 
 def test_help_lists_the_options(invoke):

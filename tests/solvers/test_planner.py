@@ -71,7 +71,7 @@ def search_cases(small_dict) -> dict[str, Instance]:
 
 def _streams_of(instance: Instance, method: str) -> tuple[int, ...]:
     """The stream counts a method considers (spec of plan())."""
-    if method in ("single-stream", "sdr"):
+    if method in ("single-stream", "sdr", "multicast"):
         return (1,)
     if method in BEAMFORMING_METHODS:
         return (max(instance.aircomp.streams),)

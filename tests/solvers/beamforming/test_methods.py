@@ -27,18 +27,21 @@ def problem(small_instance):
 
 def test_every_list_derives_from_the_table():
     assert BEAMFORMING_METHODS == tuple(METHODS)
-    assert BEAMFORMING_METHODS == ("beamforming", "centroid", "sdr", "random", "mrc", "eigen")
-    assert set(BASELINES) == set(METHODS) - {"beamforming"}
+    assert BEAMFORMING_METHODS == ("auto", "beamforming", "multicast", "centroid", "sdr",
+                                   "random", "mrc", "eigen")
+    assert set(BASELINES) == set(METHODS) - {"auto", "beamforming", "multicast"}
     for name, entry in METHODS.items():
         assert isinstance(entry, BeamformingMethod) and entry.name == name and entry.summary
         if name in BASELINES:
             assert BASELINES[name] is entry.function
-    assert METHODS["sdr"].streams == (1,)
-    assert {n for n, e in METHODS.items() if e.uses_init or e.uses_callback} == {"beamforming"}
+    assert METHODS["sdr"].streams == METHODS["multicast"].streams == (1,)
+    assert {n for n, e in METHODS.items() if e.uses_init} == {"auto", "beamforming", "multicast"}
+    assert {n for n, e in METHODS.items() if e.uses_callback} == {"auto", "beamforming"}
 
 
 def test_only_the_methods_that_draw_take_rng(problem):
-    assert {n for n, e in METHODS.items() if e.uses_rng} == {"beamforming", "sdr", "random"}
+    assert {n for n, e in METHODS.items() if e.uses_rng} == {"auto", "beamforming", "multicast",
+                                                             "sdr", "random"}
     for name, entry in METHODS.items():
         if entry.uses_rng:
             continue
@@ -61,7 +64,7 @@ def test_same_seed_same_result_for_the_methods_that_draw(problem):
 def test_the_result_comes_from_a_solver_run(problem):
     for name in BEAMFORMING_METHODS:
         res = solve_beamforming(problem, name, rng=0)
-        assert res.method == name
+        assert res.method == ("multicast" if name == "auto" else name)  # L = 1
         assert res.wall_time_s > 0.0
         assert res.status in (Status.OPTIMAL, Status.CONVERGED)
         # OPTIMAL only when certified by the bound

@@ -66,7 +66,8 @@ def test_ideal_reference_and_untyped_plans(tiny):
     generic = Plan(**{k: getattr(plan, k) for k in (
         "method", "rank", "streams", "receive_beamformers", "power_scale", "channel_seed",
         "channel_round", "metadata")})
-    assert build_run(generic, tiny, seed=0).adapter.method == "beamforming"  # typed by content
+    # typed by content: the method the planner ran (multicast at L = 1)
+    assert build_run(generic, tiny, seed=0).adapter.method == plan.beamforming_method
     with pytest.raises(PlanError, match=r"neither receive beamformers nor a bandwidth split"):
         build_run(Plan(method="x", rank=1, streams=1), tiny, seed=0)
 

@@ -1,0 +1,333 @@
+"""The ``"multicast"`` method: L = 1 receive beamforming as single-group multicast beamforming,
+with a certified dual bound (spec 02 §4–§5; docs/model.md §14).
+
+With L = 1 and ZF precoders, f(a) = σ² ‖a‖² max_k c_k / (a^H G_k a), so per subcarrier
+
+    f* = σ² min { ‖a‖² : a^H G̃_k a ≥ 1 ∀k },   G̃_k = G_k / c_k,
+
+the max-min-fair single-group multicast QCQP (Sidiropoulos, Davidson & Luo 2006). The primal is
+solved by smoothed Riemannian Newton path following (:mod:`.newton`) from several starts, which
+are halved after some continuation stages (successive halving: the worst half per subcarrier
+by the smoothed value is dropped); the starts are the top eigenvector of Σ_k G̃_k, the MRC
+toward the weakest device, any warm starts and random points.
+
+**Certificate.** For any y ≥ 0, ‖a‖² ≥ aᴴ(Σ_k y_k G̃_k)a / λ_max(Σ_k y_k G̃_k) ≥ Σ_k y_k /
+λ_max(Σ_k y_k G̃_k) on the feasible set (weak duality of the SDR dual), so
+
+    f* ≥ σ² Σ_k y_k / λ_max(Σ_k y_k G̃_k)   for every y ≥ 0,
+
+whatever produced y. The smoothed stationarity condition of the primal gives y_k = p_k / g_k
+(p the softmax weights, g_k the gains): a is then an eigenvector of Σ_k y_k G̃_k with eigenvalue
+Σ_k y_k, and the bound is tight iff that eigenvalue is the largest (the SDR is tight there). From
+that y, exponentiated-gradient steps on min_{y ∈ Δ} λ_max(Σ_k y_k G̃_k) (the SDR dual, smoothed
+by the log-sum-exp of the eigenvalues) raise the bound toward the SDR value v_SDR; every
+iterate's bound is exact (one eigenvalue), and the best is kept. The result's bound is the
+maximum of that and the single-device bound, with ``bound_kind = "sdr-dual"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedopt.errors import InvalidArgumentError
+from fedopt.solvers.beamforming.baselines import centroid, mrc_weakest
+from fedopt.solvers.beamforming.bounds import single_device_bound
+from fedopt.solvers.beamforming.newton import MulticastData, first_order_stage, newton_stage
+from fedopt.solvers.beamforming.problem import BeamformingProblem
+from fedopt.solvers.beamforming.report import beamforming_result
+from fedopt.solvers.result import SolveResult, SolverRun
+
+__all__ = ["MulticastOptions", "dual_bound", "multicast", "scaled_channels"]
+
+
+@dataclass(frozen=True)
+class MulticastOptions:
+    """Options of :func:`multicast`.
+
+    Attributes
+    ----------
+    n_random : int
+        Random starts added to the structured ones (top eigenvector, MRC, warm starts).
+    temperatures : sequence of float
+        Continuation schedule of the smoothing temperature τ (log units), decreasing; the last
+        one bounds the smoothing error of the max by τ log K.
+    merge_tol : float
+        Two columns of a subcarrier with |⟨a_i, a_j⟩|² > 1 − merge_tol are the same point; one
+        is dropped after each stage.
+    informed_tau : float
+        The informed starts (eigenvector, MRC, centroid, warm starts) join the random ones at
+        the first stage with τ at most this.
+    newton_below : float
+        Stages with τ below this take Newton steps, the others first-order steps.
+    first_order_iterations : int
+        Barzilai–Borwein steps per first-order stage (at most).
+    newton_iterations : int
+        Newton steps per Newton stage (at most).
+    tol : float
+        Newton decrement (log units) that ends a stage early.
+    dual_iterations : int
+        Exponentiated-gradient steps on the SDR dual for the certificate (0: the bound from the
+        primal's multipliers only).
+    dual_rtol : float
+        A subcarrier's dual steps stop once its bound is within this relative distance of its
+        primal value (certified to that accuracy).
+    """
+
+    n_random: int = 16
+    temperatures: Sequence[float] = (1.0, 0.3, 0.1, 0.03, 0.01, 3e-3, 1e-3, 3e-4, 1e-4)
+    merge_tol: float = 1e-6
+    informed_tau: float = 0.1
+    newton_below: float = 0.02
+    first_order_iterations: int = 30
+    newton_iterations: int = 8
+    tol: float = 1e-10
+    dual_iterations: int = 200
+    dual_rtol: float = 1e-3
+
+    def __post_init__(self) -> None:
+        taus = list(self.temperatures)
+        if not taus or any(not t > 0 for t in taus) or taus != sorted(taus, reverse=True):
+            raise InvalidArgumentError(
+                f"temperatures: got {taus!r}, must be a non-empty decreasing list of values > 0")
+        for name in ("n_random", "first_order_iterations", "newton_iterations",
+                     "dual_iterations"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0:
+                raise InvalidArgumentError(f"{name}: got {v!r}, must be an integer >= 0")
+
+
+def scaled_channels(problem: BeamformingProblem) -> tuple[np.ndarray, np.ndarray]:
+    """W (M, N_r, K N_t) with W_k = H_k / sqrt(c_k) / s_m, and the data scale s (M,).
+
+    g_k(a) = ‖W_kᴴ a‖² is the scaled gain, and f(a) = σ² ‖a‖² / (s_m² min_k g_k(a)); s_m is the
+    rms column norm of W, which makes the scaled gains O(1)."""
+    k, m, nr, nt = problem.shape
+    ht = problem.H / np.sqrt(problem.weights())[..., None, None]  # (K, M, N_r, N_t)
+    w = np.moveaxis(ht, 0, 2).reshape(m, nr, k * nt)
+    s = np.sqrt(np.mean(np.sum(np.abs(w) ** 2, axis=1), axis=1))
+    return w / s[:, None, None], s
+
+
+def _weighted_gram(w: np.ndarray, y: np.ndarray, n_tx: int) -> np.ndarray:
+    """Σ_k y_k W_k W_kᴴ per column: (C, N_r, K N_t), (C, K) → (C, N_r, N_r)."""
+    return (w * np.repeat(y, n_tx, axis=1)[:, None, :]) @ np.conj(np.swapaxes(w, 1, 2))
+
+
+def _spectrum(w: np.ndarray, n_tx: int, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors of Σ_k y_k G̃_k per column."""
+    return np.linalg.eigh(_weighted_gram(w, y, n_tx))
+
+
+def _smoothed(lam: np.ndarray, mu: float) -> tuple[np.ndarray, np.ndarray]:
+    """λ_max (1 + μ log Σ_i e^{(λ_i − λ_max)/(μ λ_max)}) and the softmax weights of the
+    eigenvalues: the eigenvalue-smoothed λ_max at relative temperature μ and its gradient
+    weights."""
+    top = lam[:, -1]
+    ex = np.exp((lam - top[:, None]) / (mu * top[:, None]))
+    return top * (1.0 + mu * np.log(ex.sum(axis=1))), ex / ex.sum(axis=1, keepdims=True)
+
+
+def _normalized(y: np.ndarray) -> np.ndarray:
+    y = np.maximum(np.asarray(y, dtype=float), 0.0)
+    y = np.where(y.sum(axis=1, keepdims=True) > 0, y, 1.0)
+    return y / y.sum(axis=1, keepdims=True)
+
+
+def dual_bound(w: np.ndarray, n_tx: int, y0: np.ndarray, iterations: int,
+               target: np.ndarray | None = None, rtol: float = 1e-6) -> np.ndarray:
+    """max over the iterates of Σ_k y_k / λ_max(Σ_k y_k G̃_k), per column (C,): a lower bound on
+    min {‖a‖² : g_k(a) ≥ 1} for every y (module notes).
+
+    The bound at ``y0`` (C, K) ≥ 0 itself, then exponentiated-gradient steps on the SDR dual
+    min_{y ∈ Δ} λ_max(Σ_k y_k G̃_k), smoothed by the log-sum-exp of the eigenvalues at a
+    relative temperature μ that decreases from 0.05 to 0.001 (step per column, grown on
+    success, shrunk on failure), started from the mean of y0 and the uniform weights
+    (multiplicative steps cannot revive the weights that y0 leaves at ~0). A column stops
+    once its bound is within ``rtol`` of ``target`` (C,) (the primal value: optimality is then
+    certified)."""
+    y_start = _normalized(y0)
+    best = 1.0 / _spectrum(w, n_tx, y_start)[0][:, -1]
+    k = y_start.shape[1]
+    y = 0.5 * y_start + 0.5 / k
+    lam, vec = _spectrum(w, n_tx, y)
+    best = np.maximum(best, 1.0 / lam[:, -1])
+    goal = np.full(y.shape[0], np.inf) if target is None else np.asarray(target) / (1 + rtol)
+    idx = np.flatnonzero(best < goal)
+    eta = np.full(y.shape[0], 0.5)
+    for mu in np.geomspace(0.05, 1e-3, max(iterations, 1))[:iterations]:
+        if idx.size == 0:
+            break
+        wi = w[idx]
+        phi, weights = _smoothed(lam[idx], float(mu))
+        proj = np.abs(np.conj(np.swapaxes(vec[idx], 1, 2)) @ wi) ** 2  # (C', N_r, K N_t)
+        grad = np.einsum("ci,cik->ck", weights,
+                         proj.reshape(*proj.shape[:2], k, n_tx).sum(axis=3))
+        trial = y[idx] * np.exp(-eta[idx, None] * (grad / lam[idx, -1:] - 1.0))
+        trial /= trial.sum(axis=1, keepdims=True)
+        t_lam, t_vec = _spectrum(wi, n_tx, trial)
+        ok = _smoothed(t_lam, float(mu))[0] <= phi
+        eta[idx] = np.where(ok, eta[idx] * 1.5, eta[idx] * 0.3)
+        sel = idx[ok]
+        y[sel], lam[sel], vec[sel] = trial[ok], t_lam[ok], t_vec[ok]
+        best[sel] = np.maximum(best[sel], 1.0 / t_lam[ok, -1])
+        idx = idx[best[idx] < goal[idx]]
+    return best
+
+
+def _starts(problem: BeamformingProblem, w: np.ndarray, init, n_random: int,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-norm starts: the informed ones (S₁, M, N_r) (top eigenvector of Σ_k G̃_k, MRC toward
+    the weakest device, the centroid, the warm starts) and the random ones (S₂, M, N_r)."""
+    _, m, nr, _ = problem.shape
+    top = np.linalg.eigh(w @ np.conj(np.swapaxes(w, 1, 2)))[1][:, :, -1]
+    starts = [top, mrc_weakest(problem, single_device_optimal=True).solution[..., 0],
+              centroid(problem).solution[..., 0]]
+    inits = [] if init is None else ([init] if np.ndim(init) == 3 else list(init))
+    for a in inits:
+        a = np.asarray(a, dtype=complex)
+        if a.shape != (m, nr, 1):
+            raise InvalidArgumentError(f"init: expected shape {(m, nr, 1)}, got {a.shape}")
+        starts.append(a[..., 0])
+    rand = rng.standard_normal((n_random, m, nr)) + 1j * rng.standard_normal((n_random, m, nr))
+    informed = np.stack(starts)
+    return (informed / np.linalg.norm(informed, axis=2, keepdims=True),
+            rand / np.linalg.norm(rand, axis=2, keepdims=True))
+
+
+def _distinct(a: np.ndarray, valid: np.ndarray, tol: float) -> np.ndarray:
+    """The validity mask (M, S) after dropping, per subcarrier, every column that spans the same
+    line as an earlier valid one (|⟨a_i, a_j⟩|² > 1 − tol: the same point up to phase, which is
+    where starts that reached the same local minimum end up). a: (M, N_r, S) unit norm."""
+    overlap = np.abs(np.conj(np.swapaxes(a, 1, 2)) @ a) ** 2  # (M, S, S)
+    same = (overlap > 1.0 - tol) & valid[:, None, :] & valid[:, :, None]
+    keep = valid.copy()
+    for i in range(1, a.shape[2]):
+        keep[:, i] &= ~np.any(same[:, i, :i] & keep[:, :i], axis=1)
+    return keep
+
+
+def _compact(a: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Move each subcarrier's valid columns first and cut to the largest count; the padding
+    slots repeat a valid column (their results are masked out)."""
+    order = np.argsort(~valid, axis=1, kind="stable")
+    a = np.take_along_axis(a, order[:, None, :], axis=2)
+    valid = np.take_along_axis(valid, order, axis=1)
+    s = max(int(valid.sum(axis=1).max()), 1)
+    a, valid = a[:, :, :s], valid[:, :s]
+    return np.where(valid[:, None, :], a, a[:, :, :1]), valid
+
+
+def _newton(w: np.ndarray, n_tx: int, a: np.ndarray, valid: np.ndarray, tau: float,
+            options: MulticastOptions) -> tuple[np.ndarray, int]:
+    """A Newton stage on the valid columns of a (M, N_r, S)."""
+    mm, ss = np.nonzero(valid)
+    flat, its = newton_stage(MulticastData(w[mm], n_tx), a[mm, :, ss], tau,
+                             options.newton_iterations, options.tol)
+    a = a.copy()
+    a[mm, :, ss] = flat
+    return a, its
+
+
+def _path_following(problem: BeamformingProblem, w: np.ndarray, informed: np.ndarray,
+                    rand: np.ndarray, options: MulticastOptions):
+    """Continuation over τ; returns the final columns (M, N_r, S), their validity (M, S) and
+    the iterations.
+
+    Columns are (subcarrier, start) pairs. Random starts carry no information, so they go
+    through every stage, heavy smoothing first; the informed starts join at the first
+    τ ≤ ``informed_tau``, where smoothing no longer erases what makes them good. After each
+    stage, columns that reached the same point as another column of their subcarrier are
+    dropped (lossless: the rest of their path would be the same). First-order stages
+    (O(N_r K) per step, cheap on many starts) come first, Newton stages (they converge where
+    the smoothed max is ill-conditioned) on the survivors last."""
+    n_tx = problem.shape[3]
+    a = np.moveaxis(rand, 0, 2)  # (M, N_r, S)
+    valid = np.ones(a.shape[::2], dtype=bool)
+    iterations, joined = 0, False
+    last = len(options.temperatures) - 1
+    for stage, tau in enumerate(float(t) for t in options.temperatures):
+        if not joined and (tau <= options.informed_tau or stage == last):
+            a = np.concatenate([np.moveaxis(informed, 0, 2), a], axis=2)
+            valid = np.concatenate([np.ones(a.shape[::2][:1] + (informed.shape[0],), bool),
+                                    valid], axis=1)
+            joined = True
+        if a.shape[2] == 0:
+            continue
+        if tau >= options.newton_below:
+            a, its = first_order_stage(w, n_tx, a, tau, options.first_order_iterations,
+                                       1e-3 * tau)
+        else:
+            a, its = _newton(w, n_tx, a, valid, tau, options)
+        iterations += its
+        a, valid = _compact(a, _distinct(a, valid, options.merge_tol))
+    return a, valid, iterations
+
+
+def multicast(
+    problem: BeamformingProblem,
+    *,
+    init: Sequence[np.ndarray] | np.ndarray | None = None,
+    rng: np.random.Generator | int | None = None,
+    **options,
+) -> SolveResult:
+    """L = 1 beamforming by smoothed Newton path following with a certified SDR-dual bound (see
+    the module notes).
+
+    Parameters
+    ----------
+    problem
+        Beamforming problem with ``streams == 1``.
+    init
+        Warm starts, each (M, N_r, 1).
+    rng
+        Generator or seed for the random starts (``None``: OS entropy).
+    **options
+        Fields of :class:`MulticastOptions`.
+
+    Returns
+    -------
+    SolveResult
+        ``bound_per_subcarrier``: max(SDR-dual bound, single-device bound); ``bound_kind``:
+        ``"sdr-dual"``; ``terms``: ``dual_bound`` (total of the dual bounds) and
+        ``single_device_bound``.
+    """
+    if problem.streams != 1:
+        raise InvalidArgumentError(
+            f"multicast: streams = {problem.streams} is not supported; the method solves L = 1 "
+            "(single-group multicast). Use 'beamforming' (manifold) for L > 1.")
+    opts = MulticastOptions(**options)
+    run = SolverRun("multicast")
+    gen = np.random.default_rng(rng)
+    k, m, nr, nt = problem.shape
+    w, scale = scaled_channels(problem)
+    informed, rand = _starts(problem, w, init, opts.n_random, gen)
+    n_starts = informed.shape[0] + rand.shape[0]
+    a, valid, iterations = _path_following(problem, w, informed, rand, opts)
+    gains = np.sum((np.abs(np.conj(np.swapaxes(w, 1, 2)) @ a) ** 2).reshape(m, k, nt, -1),
+                   axis=2)  # (M, K, S)
+    worst = np.where(valid, gains.min(axis=1), -np.inf)
+    won = np.argmax(worst, axis=1)
+    best, g = a[np.arange(m), :, won], gains[np.arange(m), :, won]
+    # multipliers of the smoothed stationarity condition at the last τ (module notes)
+    tau = float(opts.temperatures[-1])
+    yv = -np.log(g)
+    p = np.exp((yv - yv.max(axis=1, keepdims=True)) / tau)
+    dual = dual_bound(w, nt, p / p.sum(axis=1, keepdims=True) / g, opts.dual_iterations,
+                      target=1.0 / g.min(axis=1), rtol=opts.dual_rtol)
+    sd = single_device_bound(problem)
+    dual_f = problem.sigma2 * dual / scale**2
+    return beamforming_result(
+        run, problem, best[..., None],
+        description=f"smoothed path following ({n_starts} starts, "
+                    f"{len(opts.temperatures)} stages)",
+        bound=np.maximum(dual_f, sd), bound_kind="sdr-dual",
+        options={"n_random": opts.n_random, "temperatures": list(opts.temperatures),
+                 "merge_tol": opts.merge_tol,
+                 "newton_iterations": opts.newton_iterations,
+                 "dual_iterations": opts.dual_iterations},
+        terms={"dual_bound": float(np.sum(dual_f)), "single_device_bound": float(np.sum(sd))},
+        iterations=iterations, evaluations=iterations,
+    )

@@ -1,0 +1,241 @@
+"""Smoothed Riemannian Newton path following for the L = 1 problem (the ``"multicast"`` method).
+
+With L = 1 and ZF precoders the beamforming problem of one subcarrier is single-group multicast
+beamforming (spec 02 §4): with g_k(a) = a^H G̃_k a, G̃_k = G_k / c_k,
+
+    minimize over ‖a‖ = 1   max_k y_k(a),   y_k = −log g_k(a)           (f = σ² exp(max_k y_k)).
+
+The max is smoothed by F_τ = τ log Σ_k exp(y_k / τ) (max y ≤ F_τ ≤ max y + τ log K), and F_τ is
+minimized for a decreasing sequence of τ (path following, as in interior-point methods: each
+stage is warm started from the last, so a few Newton steps suffice). Large τ averages the
+devices' terms and removes most of the local minima that single-antenna devices with equal gains
+create; the last τ makes F_τ within τ log K of the true max.
+
+Realified (x = [Re a; Im a] ∈ R^{2N_r}), with p = softmax(y / τ), u_k = G̃_k a realified and
+e_k = ∇y_k = 2x − 2u_k / g_k (tangent to the sphere since xᵀu_k = g_k), the Riemannian gradient
+and Hessian of F_τ on the unit sphere are
+
+    grad = Σ_k p_k e_k,
+    Hess = 2P − 2P R(w) P + (1 + 1/τ) Σ_k p_k e_k e_kᵀ − (1/τ) grad gradᵀ,
+
+P = I − x xᵀ, R(w) the realification of Σ_k w_k G̃_k, w_k = p_k / g_k (derived in
+docs/model.md §14). Steps solve (Hess + x xᵀ + Jx (Jx)ᵀ + μ I) d = −grad (J: multiplication by
+i, the phase direction along which F_τ is constant), with a Levenberg–Marquardt μ per column
+and an Armijo backtracking line search on F_τ; a column whose system gives no descent direction
+takes a scaled gradient step. Everything is batched over columns (start × subcarrier).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["MulticastData", "first_order_stage", "newton_stage"]
+
+_ARMIJO = 1e-4
+_BACKTRACKS = 30
+
+
+class MulticastData:
+    """The scaled L = 1 data of a batch of columns.
+
+    Parameters
+    ----------
+    W : ndarray (C, N_r, K N_t) complex
+        Per column, the devices' scaled channels side by side: columns k N_t .. (k+1) N_t − 1 are
+        H_k / sqrt(c_k), so that g_k(a) = ‖W_kᴴ a‖².
+    n_tx : int
+        N_t.
+    """
+
+    def __init__(self, W: np.ndarray, n_tx: int):
+        self.W = W
+        self.Wh = np.conj(np.swapaxes(W, 1, 2))
+        self.n_tx = n_tx
+        self.k = W.shape[2] // n_tx
+
+    def gains(self, a: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
+        """g_k(a) per column, shape (C', K), for beamformers a (C', N_r)."""
+        wh = self.Wh if cols is None else self.Wh[cols]
+        z = (wh @ a[:, :, None])[..., 0]
+        return np.sum((z.real**2 + z.imag**2).reshape(a.shape[0], self.k, self.n_tx), axis=2)
+
+    def smoothed(self, a: np.ndarray, tau: float, cols: np.ndarray | None = None) -> np.ndarray:
+        """F_τ(a) per column (a of unit norm)."""
+        y = -np.log(np.maximum(self.gains(a, cols), 1e-300))
+        ymax = y.max(axis=1)
+        return ymax + tau * np.log(np.sum(np.exp((y - ymax[:, None]) / tau), axis=1))
+
+    def __call__(self, A: np.ndarray, tau: float,
+                 cols: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """F_τ + log ‖A‖² and its Euclidean gradient as 2∂/∂A*, for A (C', N_r, 1): the
+        interface of :class:`~fedopt.solvers.beamforming.cost.LogMaxCost`, so that the
+        first-order stages of :mod:`.descent` run on it."""
+        w_ = self.W if cols is None else self.W[cols]
+        wh = self.Wh if cols is None else self.Wh[cols]
+        z = wh @ A  # (C', K N_t, 1)
+        c = A.shape[0]
+        g = np.maximum(np.sum((z.real**2 + z.imag**2).reshape(c, self.k, self.n_tx), axis=2),
+                       1e-300)
+        norm2 = np.sum(A.real**2 + A.imag**2, axis=(1, 2))
+        y = -np.log(g)
+        ymax = y.max(axis=1)
+        ex = np.exp((y - ymax[:, None]) / tau)
+        sw = ex.sum(axis=1)
+        wk = np.repeat(ex / (sw[:, None] * g), self.n_tx, axis=1)[:, :, None]
+        grad = -2.0 * (w_ @ (wk * z)) + 2.0 * A / norm2[:, None, None]
+        return ymax + tau * np.log(sw) + np.log(norm2), grad
+
+    def derivatives(self, a: np.ndarray, tau: float, cols: np.ndarray):
+        """(F_τ, realified gradient (C', 2N_r), Riemannian Hessian (C', 2N_r, 2N_r))."""
+        w_, wh = self.W[cols], self.Wh[cols]
+        c, n = a.shape
+        z = (wh @ a[:, :, None])[..., 0]  # (C', K N_t)
+        g = np.maximum(np.sum((np.abs(z) ** 2).reshape(c, self.k, self.n_tx), axis=2), 1e-300)
+        y = -np.log(g)
+        ymax = y.max(axis=1)
+        ex = np.exp((y - ymax[:, None]) / tau)
+        p = ex / ex.sum(axis=1, keepdims=True)
+        f = ymax + tau * np.log(ex.sum(axis=1))
+        u = np.sum((w_ * z[:, None, :]).reshape(c, n, self.k, self.n_tx), axis=3)  # G̃_k a
+        x = np.concatenate([a.real, a.imag], axis=1)  # (C', 2n)
+        e = 2.0 * x[:, :, None] - 2.0 * np.concatenate([u.real, u.imag], axis=1) / g[:, None, :]
+        grad = np.einsum("cik,ck->ci", e, p)
+        wk = np.repeat(p / g, self.n_tx, axis=1)
+        rw = (w_ * wk[:, None, :]) @ wh  # Σ_k w_k G̃_k, complex (C', n, n)
+        rr = np.block([[rw.real, -rw.imag], [rw.imag, rw.real]])
+        # P R P = R − x (Rx)ᵀ − (Rx) xᵀ + (xᵀRx) x xᵀ, Rx = Σ_k w_k u_k (rank-2 updates)
+        rx = np.einsum("cik,ck->ci", np.concatenate([u.real, u.imag], axis=1), p / g)
+        xrx = np.sum(x * rx, axis=1)[:, None, None]
+        xx = x[:, :, None] * x[:, None, :]
+        prp = (rr - x[:, :, None] * rx[:, None, :] - rx[:, :, None] * x[:, None, :] + xrx * xx)
+        hess = (2.0 * (np.eye(2 * n)[None] - xx) - 2.0 * prp
+                + (1.0 + 1.0 / tau) * ((e * p[:, None, :]) @ np.swapaxes(e, 1, 2))
+                - (1.0 / tau) * grad[:, :, None] * grad[:, None, :])
+        return f, grad, hess
+
+
+def _retract(a: np.ndarray) -> np.ndarray:
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def _direction(a: np.ndarray, grad: np.ndarray, hess: np.ndarray,
+               mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Levenberg–Marquardt Newton direction in the tangent space, complex (C', N_r); a scaled
+    gradient step where the regularized system gives no descent direction."""
+    c, n = a.shape
+    x = np.concatenate([a.real, a.imag], axis=1)
+    jx = np.concatenate([-a.imag, a.real], axis=1)
+    scale = np.maximum(np.trace(hess, axis1=1, axis2=2) / (2 * n), 1e-12)
+    sys_ = (hess + x[:, :, None] * x[:, None, :] + jx[:, :, None] * jx[:, None, :]
+            + (mu * scale)[:, None, None] * np.eye(2 * n)[None])
+    try:
+        d = -np.linalg.solve(sys_, grad[:, :, None])[..., 0]
+    except np.linalg.LinAlgError:
+        d = np.full_like(grad, np.nan)
+    bad = ~np.all(np.isfinite(d), axis=1) | (np.sum(d * grad, axis=1) >= 0)
+    d[bad] = -grad[bad] / scale[bad, None]
+    d -= np.sum(d * x, axis=1, keepdims=True) * x  # numerically tangent
+    return d[:, :n] + 1j * d[:, n:], bad
+
+
+def newton_stage(data: MulticastData, a: np.ndarray, tau: float, max_iterations: int,
+                 tol: float) -> tuple[np.ndarray, int]:
+    """Minimize F_τ from unit-norm ``a`` (C, N_r) for every column; returns (a, iterations).
+
+    A column stops when its Newton decrement −gradᵀd falls below ``tol`` (log units) or its
+    line search fails."""
+    a = a.copy()
+    idx = np.arange(a.shape[0])
+    mu = np.full(idx.size, 1e-3)
+    it = 0
+    while it < max_iterations and idx.size:
+        it += 1
+        cur = a[idx]
+        f, grad, hess = data.derivatives(cur, tau, idx)
+        d, bad = _direction(cur, grad, hess, mu)
+        slope = np.sum(np.concatenate([d.real, d.imag], axis=1) * grad, axis=1)  # < 0
+        step = np.ones(idx.size)
+        done = np.zeros(idx.size, dtype=bool)
+        new = cur.copy()
+        for _ in range(_BACKTRACKS):
+            todo = np.flatnonzero(~done)
+            trial = _retract(cur[todo] + step[todo, None] * d[todo])
+            bar = f[todo] + _ARMIJO * step[todo] * slope[todo]
+            ok = data.smoothed(trial, tau, idx[todo]) <= bar
+            new[todo[ok]] = trial[ok]
+            done[todo[ok]] = True
+            if done.all():
+                break
+            step[~done] *= 0.5
+        a[idx] = new
+        mu = np.where(step == 1.0, np.maximum(mu / 4, 1e-10), np.minimum(mu * 4, 1e6))
+        mu = np.where(bad, np.maximum(mu * 10, 1.0), mu)  # indefinite: lean on the gradient
+        live = done & (-slope > tol)
+        idx, mu = idx[live], mu[live]
+    return a, it
+
+
+def _lse_and_gradient(w: np.ndarray, wh: np.ndarray, n_tx: int, a: np.ndarray, tau: float):
+    """F_τ and its Riemannian gradient (2∂/∂a*, tangent) for columns laid out per subcarrier:
+    w (M, N_r, K N_t), a (M, N_r, S) unit-norm → (M, S), (M, N_r, S). One GEMM per product."""
+    m, _, s = a.shape
+    z = wh @ a  # (M, K N_t, S)
+    g = np.maximum(np.sum((z.real**2 + z.imag**2).reshape(m, -1, n_tx, s), axis=2), 1e-300)
+    y = -np.log(g)  # (M, K, S)
+    ymax = y.max(axis=1)
+    ex = np.exp((y - ymax[:, None, :]) / tau)
+    sw = ex.sum(axis=1)
+    q = np.repeat(ex / (sw[:, None, :] * g), n_tx, axis=1)  # (M, K N_t, S)
+    grad = -2.0 * (w @ (q * z)) + 2.0 * a
+    grad -= np.real(np.sum(np.conj(a) * grad, axis=1, keepdims=True)) * a
+    return ymax + tau * np.log(sw), grad
+
+
+def first_order_stage(w: np.ndarray, n_tx: int, a: np.ndarray, tau: float,
+                      max_iterations: int, tol: float) -> tuple[np.ndarray, int]:
+    """Minimize F_τ by Riemannian Barzilai–Borwein steps with a per-column non-monotone Armijo
+    backtracking (the scheme of :func:`~fedopt.solvers.beamforming.descent.stage_batched`),
+    for columns laid out per subcarrier (a: (M, N_r, S), unit norm): every product is one
+    batched GEMM over subcarriers, with no gather of per-column channel copies. Columns whose
+    gradient norm is below ``tol`` keep their point."""
+    wh = np.conj(np.swapaxes(w, 1, 2))
+    f, g = _lse_and_gradient(w, wh, n_tx, a, tau)
+    gn2 = np.sum(np.abs(g) ** 2, axis=1)
+    alpha = 1.0 / np.maximum(np.sqrt(gn2), 1e-300)
+    memory = np.repeat(f[None], 5, axis=0)
+    it = 0
+    while it < max_iterations:
+        live = gn2 > tol**2
+        if not live.any():
+            break
+        it += 1
+        ref = memory.max(axis=0)
+        step = np.where(live, alpha, 0.0)
+        done = ~live
+        new_a, new_f, new_g = a.copy(), f.copy(), g.copy()
+        subs = np.arange(a.shape[0])
+        for _ in range(_BACKTRACKS):
+            # only the subcarriers with a column still searching are evaluated again
+            trial = a[subs] - step[subs, None, :] * g[subs]
+            trial /= np.linalg.norm(trial, axis=1, keepdims=True)
+            tf, tg = _lse_and_gradient(w[subs], wh[subs], n_tx, trial, tau)
+            ok = ~done[subs] & (tf <= ref[subs] - _ARMIJO * step[subs] * gn2[subs])
+            new_a[subs] = np.where(ok[:, None, :], trial, new_a[subs])
+            new_f[subs] = np.where(ok, tf, new_f[subs])
+            new_g[subs] = np.where(ok[:, None, :], tg, new_g[subs])
+            done[subs] |= ok
+            if done.all():
+                break
+            step = np.where(done, step, step * 0.25)
+            subs = np.flatnonzero(~done.all(axis=1))
+        g_moved = g - np.real(np.sum(np.conj(new_a) * g, axis=1, keepdims=True)) * new_a
+        s_vec, y_vec = new_a - a, new_g - g_moved
+        sy = np.abs(np.real(np.sum(np.conj(s_vec) * y_vec, axis=1)))
+        ss = np.sum(np.abs(s_vec) ** 2, axis=1)
+        alpha = np.clip(np.where(sy > 0, ss / np.maximum(sy, 1e-300), 10 * step), 1e-12, 1e12)
+        stalled = live & ~done
+        a, f, g = new_a, new_f, new_g
+        gn2 = np.where(stalled, 0.0, np.sum(np.abs(g) ** 2, axis=1))
+        memory = np.roll(memory, 1, axis=0)
+        memory[0] = f
+    return a, it
