@@ -39,8 +39,9 @@ def gap(
     plan_file: Annotated[Path | None, typer.Option(
         "--plan", help="Evaluate a saved plan: its rank, streams and beamformers.")] = None,
     beamforming: Annotated[str, typer.Option(
-        "--beamforming", help="Beamforming method for L (beamforming, centroid, sdr, random, "
-        "mrc, eigen).")] = "beamforming",
+        "--beamforming", help="Beamforming method for L (auto: the planners' choice, multicast "
+        "for L = 1 and beamforming above; beamforming, multicast, centroid, sdr, random, mrc, "
+        "eigen).")] = "auto",
     seed: SeedOpt = 0,
     round_: RoundOpt = 0,
     channel: ChannelOpt = None,

@@ -60,6 +60,9 @@ class ManifoldOptions:
         subcarrier are polished.
     polish_iterations, polish_tol : int, float
         Budget and stopping threshold (predicted decrease, log units) of the prox-linear polish.
+    informed_tau : float
+        The structured starts (centroid, MRC) and warm starts join the random ones at the first
+        stage with τ at most this; random starts run every stage.
     engine : {"batched", "pymanopt"}
         ``"batched"``: Riemannian Barzilai–Borwein with a step size per column (default, see
         benchmarks/RESULTS.md); ``"pymanopt"``: pymanopt's ConjugateGradient on the product
@@ -75,6 +78,7 @@ class ManifoldOptions:
     polish_iterations: int = 200
     polish_tol: float = 1e-9
     polish_margin: float = 0.01
+    informed_tau: float = 0.1
 
     def __post_init__(self) -> None:
         if self.engine not in _ENGINES:
@@ -116,14 +120,31 @@ def _best(problem: BeamformingProblem, A_all: np.ndarray, n_starts: int):
 
 
 def _continuation(run: SolverRun, problem: BeamformingProblem, cost: LogMaxCost, A: np.ndarray,
-                  options: ManifoldOptions, n_starts: int) -> tuple[np.ndarray, int]:
+                  options: ManifoldOptions, n_starts: int,
+                  n_informed: int = 0) -> tuple[np.ndarray, int]:
     """The smoothing stages, τ from ``options.temperatures``; each stage is a record of the run
-    (its callback may stop after any stage)."""
+    (its callback may stop after any stage). The first ``n_informed`` starts (the structured
+    ones and the warm starts) join at the first τ ≤ ``options.informed_tau`` (or the last
+    stage): heavy smoothing would erase what makes them good, while it helps the random ones."""
     stage_fn = _ENGINES[options.engine]
+    m = problem.shape[1]
+    head = n_informed * m
+    rand_cost = None
+    if 0 < n_informed < n_starts:
+        n_rand = n_starts - n_informed
+        rand_cost = LogMaxCost(np.tile(problem.H, (1, n_rand, 1, 1)),
+                               np.tile(np.log(problem.weights()), (1, n_rand)), ridge=cost.ridge)
     iterations = 0
+    last = len(options.temperatures) - 1
     for stage, tau in enumerate(options.temperatures):
-        A, its = stage_fn(cost, A, tau, options.max_iterations,
-                          max(options.min_gradient_norm, 1e-3 * tau))
+        tol = max(options.min_gradient_norm, 1e-3 * tau)
+        if n_informed and tau > options.informed_tau and stage < last:
+            its = 0  # only informed starts: nothing runs at this τ
+            if rand_cost is not None:
+                A = A.copy()
+                A[head:], its = stage_fn(rand_cost, A[head:], tau, options.max_iterations, tol)
+        else:
+            A, its = stage_fn(cost, A, tau, options.max_iterations, tol)
         iterations += its
         vals = problem.objective(_best(problem, A, n_starts)[0])
         if run.record({"stage": stage, "tau": tau, "iterations": its,
@@ -185,7 +206,8 @@ def manifold_beamforming(
     A, n_starts = _stacked_starts(problem, init, n_random, rng)
     cost = LogMaxCost(np.tile(problem.H, (1, n_starts, 1, 1)),
                       np.tile(np.log(problem.weights()), (1, n_starts)), ridge=options.ridge)
-    A, iterations = _continuation(run, problem, cost, A, options, n_starts)
+    n_informed = 0 if init is None else len(_as_list(init))
+    A, iterations = _continuation(run, problem, cost, A, options, n_starts, n_informed)
     if not run.stopped and options.polish_iterations > 0:
         A, its = _polish(run, problem, cost, A, options, n_starts)
         iterations += its

@@ -49,8 +49,11 @@ class MulticastOptions:
 
     Attributes
     ----------
-    n_random : int
-        Random starts added to the structured ones (top eigenvector, MRC, warm starts).
+    n_random : int or None
+        Random starts added to the informed ones (top eigenvector, MRC, centroid, warm
+        starts). ``None``: 8 ⌈K / N_r⌉ clipped to [16, 64] — the local minima multiply with the
+        number of constraints per dimension (equal-gain N_r = 8, K = 100: 16 random starts put
+        20 % of the draws within 1 % of the best known value, 64 starts 80 %).
     temperatures : sequence of float
         Continuation schedule of the smoothing temperature τ (log units), decreasing; the last
         one bounds the smoothing error of the max by τ log K.
@@ -66,6 +69,9 @@ class MulticastOptions:
         Barzilai–Borwein steps per first-order stage (at most).
     newton_iterations : int
         Newton steps per Newton stage (at most).
+    newton_keep : int
+        Columns per subcarrier that go on to the Newton stages: the ones with the lowest
+        smoothed value at the first Newton temperature (there the ranking is nearly final).
     tol : float
         Newton decrement (log units) that ends a stage early.
     dual_iterations : int
@@ -76,13 +82,14 @@ class MulticastOptions:
         primal value (certified to that accuracy).
     """
 
-    n_random: int = 16
+    n_random: int | None = None
     temperatures: Sequence[float] = (1.0, 0.3, 0.1, 0.03, 0.01, 3e-3, 1e-3, 3e-4, 1e-4)
     merge_tol: float = 1e-6
     informed_tau: float = 0.1
     newton_below: float = 0.02
-    first_order_iterations: int = 30
+    first_order_iterations: int = 60
     newton_iterations: int = 8
+    newton_keep: int = 4
     tol: float = 1e-10
     dual_iterations: int = 200
     dual_rtol: float = 1e-3
@@ -92,11 +99,22 @@ class MulticastOptions:
         if not taus or any(not t > 0 for t in taus) or taus != sorted(taus, reverse=True):
             raise InvalidArgumentError(
                 f"temperatures: got {taus!r}, must be a non-empty decreasing list of values > 0")
-        for name in ("n_random", "first_order_iterations", "newton_iterations",
-                     "dual_iterations"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0:
-                raise InvalidArgumentError(f"{name}: got {v!r}, must be an integer >= 0")
+        if self.n_random is not None:
+            _check_count("n_random", self.n_random, 0)
+        for name, low in (("first_order_iterations", 0),
+                          ("newton_iterations", 0), ("dual_iterations", 0), ("newton_keep", 1)):
+            _check_count(name, getattr(self, name), low)
+
+    def random_starts(self, k: int, n_rx: int) -> int:
+        """The number of random starts for K devices and N_r antennas."""
+        if self.n_random is not None:
+            return int(self.n_random)
+        return int(np.clip(8 * -(-k // n_rx), 16, 64))
+
+
+def _check_count(name: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise InvalidArgumentError(f"{name}: got {value!r}, must be an integer >= {low}")
 
 
 def scaled_channels(problem: BeamformingProblem) -> tuple[np.ndarray, np.ndarray]:
@@ -220,6 +238,18 @@ def _compact(a: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(valid[:, None, :], a, a[:, :, :1]), valid
 
 
+def _best_columns(w: np.ndarray, n_tx: int, a: np.ndarray, valid: np.ndarray, tau: float,
+                  keep: int) -> np.ndarray:
+    """The validity mask that keeps, per subcarrier, the ``keep`` valid columns with the lowest
+    F_τ."""
+    m, nr, s = a.shape
+    value = MulticastData(np.repeat(w, s, axis=0), n_tx).smoothed(
+        np.swapaxes(a, 1, 2).reshape(-1, nr), tau).reshape(m, s)
+    value = np.where(valid, value, np.inf)
+    rank = np.argsort(np.argsort(value, axis=1, kind="stable"), axis=1)
+    return valid & (rank < keep)
+
+
 def _newton(w: np.ndarray, n_tx: int, a: np.ndarray, valid: np.ndarray, tau: float,
             options: MulticastOptions) -> tuple[np.ndarray, int]:
     """A Newton stage on the valid columns of a (M, N_r, S)."""
@@ -246,7 +276,7 @@ def _path_following(problem: BeamformingProblem, w: np.ndarray, informed: np.nda
     n_tx = problem.shape[3]
     a = np.moveaxis(rand, 0, 2)  # (M, N_r, S)
     valid = np.ones(a.shape[::2], dtype=bool)
-    iterations, joined = 0, False
+    iterations, joined, pruned = 0, False, False
     last = len(options.temperatures) - 1
     for stage, tau in enumerate(float(t) for t in options.temperatures):
         if not joined and (tau <= options.informed_tau or stage == last):
@@ -260,6 +290,10 @@ def _path_following(problem: BeamformingProblem, w: np.ndarray, informed: np.nda
             a, its = first_order_stage(w, n_tx, a, tau, options.first_order_iterations,
                                        1e-3 * tau)
         else:
+            if not pruned:  # Newton steps cost O(N_r²) per column: on the best few only
+                a, valid = _compact(a, _best_columns(w, n_tx, a, valid, tau,
+                                                     options.newton_keep))
+                pruned = True
             a, its = _newton(w, n_tx, a, valid, tau, options)
         iterations += its
         a, valid = _compact(a, _distinct(a, valid, options.merge_tol))
@@ -303,7 +337,8 @@ def multicast(
     gen = np.random.default_rng(rng)
     k, m, nr, nt = problem.shape
     w, scale = scaled_channels(problem)
-    informed, rand = _starts(problem, w, init, opts.n_random, gen)
+    n_random = opts.random_starts(k, nr)
+    informed, rand = _starts(problem, w, init, n_random, gen)
     n_starts = informed.shape[0] + rand.shape[0]
     a, valid, iterations = _path_following(problem, w, informed, rand, opts)
     gains = np.sum((np.abs(np.conj(np.swapaxes(w, 1, 2)) @ a) ** 2).reshape(m, k, nt, -1),
@@ -324,7 +359,7 @@ def multicast(
         description=f"smoothed path following ({n_starts} starts, "
                     f"{len(opts.temperatures)} stages)",
         bound=np.maximum(dual_f, sd), bound_kind="sdr-dual",
-        options={"n_random": opts.n_random, "temperatures": list(opts.temperatures),
+        options={"n_random": n_random, "temperatures": list(opts.temperatures),
                  "merge_tol": opts.merge_tol,
                  "newton_iterations": opts.newton_iterations,
                  "dual_iterations": opts.dual_iterations},

@@ -213,7 +213,7 @@ def first_order_stage(w: np.ndarray, n_tx: int, a: np.ndarray, tau: float,
         step = np.where(live, alpha, 0.0)
         done = ~live
         new_a, new_f, new_g = a.copy(), f.copy(), g.copy()
-        subs = np.arange(a.shape[0])
+        subs = np.flatnonzero(live.any(axis=1))  # converged subcarriers are not evaluated
         for _ in range(_BACKTRACKS):
             # only the subcarriers with a column still searching are evaluated again
             trial = a[subs] - step[subs, None, :] * g[subs]

@@ -15,7 +15,12 @@ from bf_testing import SIGMA2, random_problem
 from fedopt.errors import InvalidArgumentError
 from fedopt.solvers.beamforming import solve_beamforming
 from fedopt.solvers.beamforming.bounds import single_device_bound
-from fedopt.solvers.beamforming.multicast import dual_bound, multicast, scaled_channels
+from fedopt.solvers.beamforming.multicast import (
+    MulticastOptions,
+    dual_bound,
+    multicast,
+    scaled_channels,
+)
 from fedopt.solvers.beamforming.newton import MulticastData, _lse_and_gradient
 from fedopt.solvers.beamforming.problem import BeamformingProblem
 from fedopt.solvers.result import Status
@@ -182,3 +187,24 @@ def test_auto_dispatches_on_the_stream_count(rng):
     assert solve_beamforming(one, "auto", rng=0).method == "multicast"
     assert solve_beamforming(two, "auto", rng=0).method == "beamforming"
     assert solve_beamforming(two, "auto", rng=0).bound_kind == "single-device"
+
+
+def test_the_number_of_random_starts_follows_the_constraints_per_dimension():
+    # 8 ⌈K / N_r⌉ clipped to [16, 64]; an explicit n_random wins
+    opts = MulticastOptions()
+    assert [opts.random_starts(k, nr) for k, nr in ((20, 16), (50, 16), (100, 8), (5, 64))] == \
+        [16, 32, 64, 16]
+    assert MulticastOptions(n_random=3).random_starts(200, 8) == 3
+    with pytest.raises(InvalidArgumentError, match="newton_keep: got 0"):
+        MulticastOptions(newton_keep=0)
+
+
+def test_merging_and_pruning_do_not_change_the_answer_on_easy_cases(rng):
+    # merging duplicates is lossless and keeping the 4 best columns for the Newton stages keeps
+    # the winner when the ranking at τ = 0.01 is final: on K ≤ N_r problems (few local minima)
+    # the defaults and "keep everything" give the same values (1e-9: the same points)
+    p = _equal_gain(rng, 5, 4, 6)
+    lean = multicast(p, rng=2)
+    full = multicast(p, rng=2, newton_keep=100, merge_tol=0.0)
+    np.testing.assert_allclose(lean.objective_per_subcarrier, full.objective_per_subcarrier,
+                               rtol=1e-9)
