@@ -67,6 +67,9 @@ class MulticastOptions:
         Stages with τ below this take Newton steps, the others first-order steps.
     first_order_iterations : int
         Barzilai–Borwein steps per first-order stage (at most).
+    first_order_tol : float
+        A column's first-order stage ends when its Riemannian gradient norm is below this
+        times τ (log units).
     newton_iterations : int
         Newton steps per Newton stage (at most).
     newton_keep : int
@@ -88,6 +91,7 @@ class MulticastOptions:
     informed_tau: float = 0.1
     newton_below: float = 0.02
     first_order_iterations: int = 60
+    first_order_tol: float = 1e-3
     newton_iterations: int = 8
     newton_keep: int = 4
     tol: float = 1e-10
@@ -288,7 +292,7 @@ def _path_following(problem: BeamformingProblem, w: np.ndarray, informed: np.nda
             continue
         if tau >= options.newton_below:
             a, its = first_order_stage(w, n_tx, a, tau, options.first_order_iterations,
-                                       1e-3 * tau)
+                                       options.first_order_tol * tau)
         else:
             if not pruned:  # Newton steps cost O(N_r²) per column: on the best few only
                 a, valid = _compact(a, _best_columns(w, n_tx, a, valid, tau,
