@@ -303,5 +303,5 @@ def test_init_with_the_wrong_shape_is_rejected(rng):
         _solve(p, init=np.ones((2, 4, 1), dtype=complex))
     # a right shape is used, even a degenerate one (rank one: f = +inf there, L = 2)
     res = _solve(p, init=[np.ones((2, 4, 2), dtype=complex)])
-    assert res.options["n_starts"] == 5  # centroid, MRC, the init, two random (L > 1 default)
+    assert res.options["n_starts"] == 9  # centroid, MRC, the init, six random (L > 1 default)
     assert np.all(np.isfinite(res.objective_per_subcarrier))
