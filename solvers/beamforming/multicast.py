@@ -6,10 +6,11 @@ With L = 1 and ZF precoders, f(a) = σ² ‖a‖² max_k c_k / (a^H G_k a), so p
     f* = σ² min { ‖a‖² : a^H G̃_k a ≥ 1 ∀k },   G̃_k = G_k / c_k,
 
 the max-min-fair single-group multicast QCQP (Sidiropoulos, Davidson & Luo 2006). The primal is
-solved by smoothed Riemannian Newton path following (:mod:`.newton`) from several starts, which
-are halved after some continuation stages (successive halving: the worst half per subcarrier
-by the smoothed value is dropped); the starts are the top eigenvector of Σ_k G̃_k, the MRC
-toward the weakest device, any warm starts and random points.
+solved by path following on the smoothed max (:mod:`.newton`: first-order stages at large τ,
+Newton stages at small τ) from random starts and, from τ = 0.1 on, the informed ones (top
+eigenvector of Σ_k G̃_k, MRC toward the weakest device, centroid, warm starts); columns that
+reach the same point are merged after each stage, and only the best few per subcarrier go on
+to the Newton stages.
 
 **Certificate.** For any y ≥ 0, ‖a‖² ≥ aᴴ(Σ_k y_k G̃_k)a / λ_max(Σ_k y_k G̃_k) ≥ Σ_k y_k /
 λ_max(Σ_k y_k G̃_k) on the feasible set (weak duality of the SDR dual), so

@@ -1,4 +1,5 @@
-"""Smoothed Riemannian Newton path following for the L = 1 problem (the ``"multicast"`` method).
+"""The engines of the ``"multicast"`` method: first-order and Newton stages of path following on
+the smoothed L = 1 problem.
 
 With L = 1 and ZF precoders the beamforming problem of one subcarrier is single-group multicast
 beamforming (spec 02 §4): with g_k(a) = a^H G̃_k a, G̃_k = G_k / c_k,
@@ -22,7 +23,9 @@ P = I − x xᵀ, R(w) the realification of Σ_k w_k G̃_k, w_k = p_k / g_k (der
 docs/model.md §14). Steps solve (Hess + x xᵀ + Jx (Jx)ᵀ + μ I) d = −grad (J: multiplication by
 i, the phase direction along which F_τ is constant), with a Levenberg–Marquardt μ per column
 and an Armijo backtracking line search on F_τ; a column whose system gives no descent direction
-takes a scaled gradient step. Everything is batched over columns (start × subcarrier).
+takes a scaled gradient step (:func:`newton_stage`, batched over columns). At large τ,
+:func:`first_order_stage` takes Barzilai–Borwein steps instead, for columns laid out per
+subcarrier so that every product is one batched GEMM.
 """
 
 from __future__ import annotations
@@ -64,26 +67,6 @@ class MulticastData:
         y = -np.log(np.maximum(self.gains(a, cols), 1e-300))
         ymax = y.max(axis=1)
         return ymax + tau * np.log(np.sum(np.exp((y - ymax[:, None]) / tau), axis=1))
-
-    def __call__(self, A: np.ndarray, tau: float,
-                 cols: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """F_τ + log ‖A‖² and its Euclidean gradient as 2∂/∂A*, for A (C', N_r, 1): the
-        interface of :class:`~fedopt.solvers.beamforming.cost.LogMaxCost`, so that the
-        first-order stages of :mod:`.descent` run on it."""
-        w_ = self.W if cols is None else self.W[cols]
-        wh = self.Wh if cols is None else self.Wh[cols]
-        z = wh @ A  # (C', K N_t, 1)
-        c = A.shape[0]
-        g = np.maximum(np.sum((z.real**2 + z.imag**2).reshape(c, self.k, self.n_tx), axis=2),
-                       1e-300)
-        norm2 = np.sum(A.real**2 + A.imag**2, axis=(1, 2))
-        y = -np.log(g)
-        ymax = y.max(axis=1)
-        ex = np.exp((y - ymax[:, None]) / tau)
-        sw = ex.sum(axis=1)
-        wk = np.repeat(ex / (sw[:, None] * g), self.n_tx, axis=1)[:, :, None]
-        grad = -2.0 * (w_ @ (wk * z)) + 2.0 * A / norm2[:, None, None]
-        return ymax + tau * np.log(sw) + np.log(norm2), grad
 
     def derivatives(self, a: np.ndarray, tau: float, cols: np.ndarray):
         """(F_τ, realified gradient (C', 2N_r), Riemannian Hessian (C', 2N_r, 2N_r))."""
