@@ -79,7 +79,9 @@ def plan(
     SolveResult
         ``solution``: the :class:`~fedopt.plan.AirCompPlan`; ``objective``: the gap G(r, L);
         ``terms``: its named terms; ``objective_per_subcarrier``/``bound_per_subcarrier``:
-        MSE_m and its lower bound at the chosen L; ``iterations``: beamforming solves;
+        MSE_m and its lower bound at the chosen L (``bound_kind`` names it; ``bound`` is None,
+        so ``ratio`` is None: the gap has no bound, ``ratio_per_subcarrier`` is MSE_m over its
+        bound); ``iterations``: beamforming solves;
         ``history``: one record per beamforming solve. Status ``OPTIMAL`` when an exact search
         (bnb, exhaustive) ran on certified-optimal beamformers, else ``CONVERGED`` (or
         ``STOPPED`` by the callback).
@@ -191,8 +193,11 @@ def _result(instance: Instance, method: str, state: StreamSearch, run: SolverRun
            f"{why}")
     return run.result(
         plan_obj, block.gap, status=status, message=msg, objective_per_subcarrier=mse,
-        terms={k: block.terms[k] for k in TERM_NAMES}, bound=chosen.bound,
-        bound_per_subcarrier=chosen.bound_per_subcarrier, bound_kind=chosen.bound_kind,
+        terms={k: block.terms[k] for k in TERM_NAMES},
+        # the objective is the gap, the bounds are on the MSEs: no total bound, so `ratio` is
+        # None; `ratio_per_subcarrier` pairs MSE_m with its bound
+        bound=None, bound_per_subcarrier=chosen.bound_per_subcarrier,
+        bound_kind=chosen.bound_kind,
         iterations=len(state.solved),
         evaluations=sum(s.result.evaluations for s in state.solved.values()))
 

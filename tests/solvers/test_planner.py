@@ -355,3 +355,15 @@ def test_solve_json_summary(tmp_path, small_instance):
     assert (s["rank"], s["streams"], s["gap"]) == (ref.solution.rank, ref.solution.streams,
                                                    ref.objective)
     assert s["latency_s"] == ref.solution.metadata["latency_s"] <= 0.1
+
+
+def test_a_plan_divides_nothing_by_an_unrelated_bound(small_instance):
+    # the plan's objective is the gap, its bounds are on the MSEs: before issue 17 `ratio` was
+    # the gap over the MSE bound's total (45,696 on `small`); now there is no total bound and
+    # the per-subcarrier ratio is MSE_m over its certified bound (≥ 1 up to rounding)
+    res = plan(small_instance, seed=3)
+    assert res.bound is None and res.ratio is None
+    ratio = res.ratio_per_subcarrier
+    np.testing.assert_allclose(ratio, res.objective_per_subcarrier / res.bound_per_subcarrier,
+                               rtol=1e-15)
+    assert np.all(ratio >= 1 - 1e-9) and res.bound_kind == "sdr-dual"
