@@ -11,6 +11,7 @@ from fedopt.cli import (
     gap_cmd,
     instance_cmd,
     solve_cmd,
+    sweep_cmd,
     tsfa_cmd,
     validate_cmd,
 )
@@ -31,6 +32,7 @@ app.command("tsfa-simulate")(tsfa_cmd.tsfa_simulate)
 app.command("figures")(figures_cmd.figures)
 app.command("validate")(validate_cmd.validate)
 app.command("calibrate")(calibrate_cmd.calibrate)
+app.command("sweep")(sweep_cmd.sweep)
 
 
 def _print_version(value: bool) -> None:

@@ -23,6 +23,7 @@ from fedopt.cli._common import (
     user_errors,
 )
 from fedopt.solvers.registry import METHODS
+from fedopt.solvers.summary import plan_summary, tsfa_summary
 
 #: the choices of ``--method``: every method of the solver registry
 Method = Enum("Method", {name.replace("-", "_"): name for name in METHODS}, type=str)
@@ -107,27 +108,6 @@ def _aircomp_options(inst, method: str, streams: int | None, randomizations: int
     return opts
 
 
-def tsfa_summary(result, inst, *, seed: int, round_: int, output: Path | None) -> dict:
-    """The JSON summary of a TSFA plan (keys are a public contract)."""
-    p = result.solution
-    meta = p.metadata
-    return {
-        "method": "tsfa", "status": result.status.value, "message": result.message,
-        "instance": inst.name, "rank": p.rank, "seed": seed, "round": round_,
-        "algorithm": inst.algorithm, "payload_reals": int(inst.payload(p.rank)),
-        "objective": result.objective, "bound_terms": dict(result.terms),
-        "bandwidth_hz": p.bandwidth_hz.tolist(), "sparsity": p.sparsity.tolist(),
-        "kept_components": meta["kept_components"], "latency_s": meta["latency_s"],
-        "expected_latency_s": meta["expected_latency_s"],
-        "latency_budget_s": meta["latency_budget_s"],
-        "expected_latency_per_rank_s": dict(zip(
-            [str(r) for r in meta["selection"]["ranks"]],
-            meta["selection"]["expected_latency_s"], strict=True)),
-        "wall_time_s": result.wall_time_s,
-        "plan": str(output) if output is not None else None,
-    }
-
-
 def _rows(rows: list[tuple[str, str]]) -> str:
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -159,44 +139,6 @@ def render_tsfa(s: dict, inst) -> str:
     if s["plan"]:
         rows.append(("plan written", s["plan"]))
     return _rows(rows)
-
-
-def plan_summary(result, inst, *, seed: int, round_: int, output: Path | None) -> dict:
-    """The JSON summary of a planner result (keys are a public contract)."""
-    p = result.solution
-    meta = p.metadata
-    mse = result.objective_per_subcarrier
-    bound = result.bound_per_subcarrier
-    return {
-        "method": result.method,
-        "status": result.status.value,
-        "message": result.message,
-        "instance": inst.name,
-        "rank": p.rank,
-        "streams": p.streams,
-        "algorithm": inst.algorithm,
-        "payload_reals": int(inst.payload(p.rank)),
-        "seed": seed,
-        "round": round_,
-        "gap": result.objective,
-        "gap_terms": dict(result.terms),
-        "objective": float(mse.sum()),
-        "mse": mse.tolist(),
-        "lower_bound": bound.tolist(),
-        "lower_bound_kind": meta.get("lower_bound_kind", "single-device"),
-        "bound_ratio": (mse / bound).tolist(),
-        "airtime_s": meta["airtime_s"],
-        "latency_s": meta["latency_s"],
-        "latency_budget_s": meta["latency_budget_s"],
-        "energy_j_max": meta["energy_j_max"],
-        "energy_j_mean": meta["energy_j_mean"],
-        "beamforming_method": meta["beamforming_method"],
-        "search": meta["search"],
-        "beamforming_solves": meta["beamforming_solves"],
-        "iterations": result.iterations,
-        "wall_time_s": result.wall_time_s,
-        "plan": str(output) if output is not None else None,
-    }
 
 
 #: how the text output names each ``lower_bound_kind``

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "FedOptError",
     "InvalidInstanceError",
+    "InvalidSweepError",
     "InvalidArgumentError",
     "ChannelFileError",
     "PlanError",
@@ -44,6 +45,34 @@ class InvalidInstanceError(FedOptError, ValueError):
         else:
             lines = "\n".join(f"  - {e}" for e in self.errors)
             msg = f"invalid instance{where} ({len(self.errors)} problems):\n{lines}"
+        super().__init__(msg)
+
+
+class InvalidSweepError(FedOptError, ValueError):
+    """A sweep file (``fedopt sweep SPEC.yaml``) is malformed, or one of its cells' instances
+    is invalid.
+
+    Parameters
+    ----------
+    errors
+        One message per problem, each naming the key or field path, the value and what is
+        allowed.
+    source
+        The sweep file, shown in the message.
+    """
+
+    def __init__(self, errors: list[str] | str, source: str | None = None):
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        self.source = source
+        where = f" in {source}" if source else ""
+        if len(self.errors) == 1:
+            msg = f"invalid sweep{where}: {self.errors[0]}"
+        else:
+            shown = self.errors[:20]
+            more = len(self.errors) - len(shown)
+            lines = "\n".join(f"  - {e}" for e in shown)
+            tail = f"\n  ... and {more} more" if more else ""
+            msg = f"invalid sweep{where} ({len(self.errors)} problems):\n{lines}{tail}"
         super().__init__(msg)
 
 

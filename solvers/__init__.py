@@ -13,20 +13,22 @@
 Rooms: :mod:`~fedopt.solvers.beamforming` (receive beamforming, spec 04 §1, baselines and bounds
 of spec 02 §4–§5), :mod:`~fedopt.solvers.planner` (rank, streams, beamformers, spec 04 §2),
 :mod:`~fedopt.solvers.bandwidth` and :mod:`~fedopt.solvers.tsfa` (digital uplinks, spec 04
-§3–§5), :mod:`~fedopt.solvers.validation` (plans through the FL loop, calibration).
+§3–§5), :mod:`~fedopt.solvers.validation` (plans through the FL loop, calibration),
+:mod:`~fedopt.solvers.sweeps` (grids of instances, methods and seeds on Dask: ``sweep``).
 """
 
 from fedopt._lazy import lazy_attributes
 
 __all__ = ["METHODS", "PLAN_METHODS", "SEARCHES", "SolveResult", "SolverRun", "Status",
-           "evaluate", "solve"]
+           "evaluate", "load_sweep", "solve", "sweep"]
 
 #: served lazily (PEP 562), so that importing a submodule such as ``fedopt.solvers.registry``
 #: (the CLI's ``--method`` choices) does not import every solver
 _LAZY = {"METHODS": "fedopt.solvers.registry", "solve": "fedopt.solvers.registry",
          "PLAN_METHODS": "fedopt.solvers.planner", "SEARCHES": "fedopt.solvers.planner",
          "evaluate": "fedopt.solvers.planner", "SolveResult": "fedopt.solvers.result",
-         "SolverRun": "fedopt.solvers.result", "Status": "fedopt.solvers.result"}
+         "SolverRun": "fedopt.solvers.result", "Status": "fedopt.solvers.result",
+         "sweep": "fedopt.solvers.sweeps", "load_sweep": "fedopt.solvers.sweeps"}
 
 
 __getattr__ = lazy_attributes(__name__, _LAZY)
