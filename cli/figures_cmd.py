@@ -28,7 +28,8 @@ def _registry():
 def figures(
     name: Annotated[str, typer.Argument(
         help="Figure to make: mse_vs_nr, mse_vs_power, gap_vs_rank, training_loss, "
-        "perplexity_vs_snr, predicted_vs_measured, or 'all'.", metavar="NAME",
+        "perplexity_vs_snr, predicted_vs_measured, 'all', or 'sweep' (from a sweep's table: "
+        "--table, --x, --y).", metavar="NAME",
         show_default=False)],
     quick: Annotated[bool, typer.Option(
         "--quick", help="Small, fast variant (seconds per figure) instead of the full one.")]
@@ -40,11 +41,23 @@ def figures(
     fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
     = OutputFormat.text,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    table: Annotated[Path | None, typer.Option(
+        "--table", help="sweep: the results.parquet (or .csv) of `fedopt sweep`.")] = None,
+    x: Annotated[str | None, typer.Option(
+        "--x", help="sweep: the column on the x axis (a grid field path such as "
+        "devices.count).")] = None,
+    y: Annotated[str | None, typer.Option(
+        "--y", help="sweep: the column plotted (airtime_s, gap, rank, ...).")] = None,
+    hue: Annotated[str, typer.Option(
+        "--hue", help="sweep: one line per value of this column.")] = "method",
 ) -> None:
     """Compute figures and write their data (JSON with provenance) and plots (PNG).
 
     With 'all', figures whose module is not written yet are skipped with a message.
     """
+    if name == "sweep":
+        _sweep_figure(table, x, y, hue, out, fmt)
+        return
     with user_errors():
         registry = _registry()
         names = list(registry.FIGURES) if name == "all" else [name]
@@ -73,3 +86,22 @@ def figures(
                            f"json {result['json']}")
         if fmt is OutputFormat.json:
             print_json({"figures": done, "skipped": skipped})
+
+
+def _sweep_figure(table: Path | None, x: str | None, y: str | None, hue: str, out: Path,
+                  fmt: OutputFormat) -> None:
+    """``fedopt figures sweep``: a figure from a sweep's table."""
+    missing = [opt for opt, v in (("--table", table), ("--x", x), ("--y", y)) if v is None]
+    if missing:
+        err(f"error: figures sweep needs {', '.join(missing)} (e.g. --table "
+            "sweep-out/results.parquet --x devices.count --y airtime_s)")
+        raise typer.Exit(code=2)
+    with user_errors():
+        _registry()
+        from fedopt.figures.sweep import make
+
+        result = make(table, out, x=x, y=y, hue=hue)
+    if fmt is OutputFormat.json:
+        print_json({"figures": {"sweep": result}, "skipped": {}})
+    else:
+        typer.echo(f"sweep {result['wall_s']:7.1f} s  png {result['png']}  json {result['json']}")

@@ -93,7 +93,7 @@ def sweep(
             typer.echo(
                 f"\n{info['cells']} cells: {info['ran']} ran, {info['resumed']} resumed, "
                 f"{info['failed']} failed; {info['wall_time_s']:.1f} s on {where}\n"
-                f"table: {info['files']['parquet']}, {info['files']['csv']}")
+                f"table: {info['files']['parquet']}\n       {info['files']['csv']}")
         if info["failed"]:
             err(f"warning: {info['failed']} cell(s) failed; their error is in the table's "
                 "error column")

@@ -29,6 +29,8 @@ from fedopt.solvers.sweeps.store import SweepStore, build_table, roundtrip
 __all__ = ["sweep", "SYNCHRONOUS", "default_workers"]
 
 SYNCHRONOUS = "synchronous"
+#: how long to wait for an external scheduler
+CONNECT_TIMEOUT_S = 20
 
 
 def default_workers() -> int:
@@ -56,7 +58,7 @@ def _client(scheduler: str | None, workers: int) -> tuple[Any, Any]:
     distributed = _need("distributed")
     if scheduler is not None:
         try:
-            return distributed.Client(scheduler, timeout="20s"), None
+            return distributed.Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s"), None
         except (OSError, ValueError, TimeoutError) as exc:
             raise InvalidArgumentError(
                 f"--scheduler: cannot reach {scheduler!r} ({exc}); give the address of a "

@@ -331,6 +331,8 @@ def _short(value: Any) -> str:
     """A bounded repr: never builds the whole text of a huge value (a YAML alias bomb)."""
     import reprlib
 
-    short = reprlib.Repr(maxlevel=2, maxlist=6, maxdict=4, maxstring=40, maxother=40)
+    short = reprlib.Repr()  # keyword arguments need Python 3.12
+    short.maxlevel, short.maxlist, short.maxdict = 2, 6, 4
+    short.maxstring = short.maxother = 40
     text = short.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
