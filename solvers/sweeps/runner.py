@@ -70,7 +70,8 @@ def _validate(cell: Cell, inst: Any) -> dict[str, Any]:
                        mode=opts.mode)
     report = validate(inst, method=cell.method, settings=settings).to_dict(per_seed=False)
     entry = report["methods"][cell.method]
-    out = scalar_items(entry)
+    # one seed per cell: the spreads over seeds (*_std) are zero and say nothing
+    out = scalar_items({k: v for k, v in entry.items() if not k.endswith("_std")})
     out["base_eval_loss"] = report.get("base_eval_loss")
     if entry.get("error") and entry.get("final_eval_loss") is None:
         raise _CellFailed(str(entry["error"]))

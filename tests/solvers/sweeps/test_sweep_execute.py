@@ -173,3 +173,27 @@ def test_an_unreachable_scheduler_is_named(monkeypatch):
                                 "grid": {}})
     with pytest.raises(InvalidArgumentError, match="cannot reach 'tcp://127.0.0.1:9'"):
         sweep(spec, scheduler="tcp://127.0.0.1:9")
+
+
+def test_a_validate_cell_is_the_validation_run():
+    from dataclasses import replace
+
+    from fedopt.instance import load_instance
+    from fedopt.solvers.validation import ValidateSettings, validate
+
+    spec = SweepSpec.from_dict({"schema_version": 1, "instance": "tiny-char", "kind": "validate",
+                                "methods": ["airfl-lora"], "seeds": [1],
+                                "validate": {"rounds": 1, "mode": "equivalent"}})
+    row = sweep(spec, scheduler="synchronous").to_dict("records")[0]
+    inst = load_instance("tiny-char")
+    settings = replace(ValidateSettings.quick(inst.learning.testbed), seeds=(1,), rounds=1,
+                       mode="equivalent")
+    report = validate(inst, method="airfl-lora", settings=settings).to_dict(per_seed=False)
+    want = report["methods"]["airfl-lora"]
+    assert row["error"] == ""
+    for key in ("final_train_loss", "final_eval_loss", "perplexity", "retained_gain",
+                "measured_aggregation_error", "predicted_aggregation_error", "latency_s",
+                "rank", "streams"):
+        assert row[key] == want[key], key
+    assert row["base_eval_loss"] == report["base_eval_loss"]
+    assert not [c for c in row if c.endswith("_std")]
