@@ -79,10 +79,16 @@ def sweep(
         from fedopt.solvers.sweeps import sweep as run
 
         show = not quiet and fmt is OutputFormat.text
-        with progress(f"sweep {spec.name}", show) as tick:
-            tick({"label": "checking the sweep and its instances"})
-            table = run(spec, out, workers=workers, scheduler=scheduler, force=force,
-                        retry_failed=retry_failed, callback=tick)
+        try:
+            with progress(f"sweep {spec.name}", show) as tick:
+                tick({"label": "checking the sweep and its instances"})
+                table = run(spec, out, workers=workers, scheduler=scheduler, force=force,
+                            retry_failed=retry_failed, callback=tick)
+        except KeyboardInterrupt:
+            saved = len(list((out / "cells").glob("*.json"))) if (out / "cells").is_dir() else 0
+            err(f"interrupted: {saved} finished cell(s) are saved in {out / 'cells'}; resume "
+                f"with: fedopt sweep {spec} --out {out}")
+            raise typer.Exit(code=130) from None
         info = table.attrs["sweep"]
         if fmt is OutputFormat.json:
             print_json(info)

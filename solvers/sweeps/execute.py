@@ -14,6 +14,7 @@ the numbers do not depend on the scheduler or the worker count; only ``wall_time
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -63,10 +64,30 @@ def _client(scheduler: str | None, workers: int) -> tuple[Any, Any]:
             raise InvalidArgumentError(
                 f"--scheduler: cannot reach {scheduler!r} ({exc}); give the address of a "
                 f"running Dask scheduler (tcp://host:8786), or {SYNCHRONOUS!r}") from None
-    cluster = distributed.LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-        silence_logs=logging.ERROR)
+    with _workers_ignore_sigint():
+        cluster = distributed.LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+            silence_logs=logging.ERROR)
     return distributed.Client(cluster), cluster
+
+
+@contextlib.contextmanager
+def _workers_ignore_sigint() -> Iterator[None]:
+    """Start the worker processes with SIGINT ignored (inherited across their exec): Ctrl-C
+    reaches the whole foreground process group, and only this process should handle it (it
+    closes the cluster, which stops the workers) instead of every worker printing a
+    traceback."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _run_dask(cells: list[Cell], scheduler: str | None, workers: int) -> Iterator[dict]:

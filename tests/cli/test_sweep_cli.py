@@ -84,26 +84,39 @@ def test_missing_file_and_bad_options_exit_2(invoke, spec, tmp_path):
     assert res.exit_code == 2 and "--workers and --scheduler" in res.stderr
 
 
-def test_killed_midway_then_resumed(invoke, tmp_path):
+def _long_sweep(tmp_path):
     path = tmp_path / "long.yaml"  # 40 cells of 0.05-0.3 s each on two workers
     path.write_text(SWEEP.replace("seeds: [0, 1]", "seeds: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]")
                     .replace("[airfl-lora]", "[airfl-lora, exhaustive]").replace(
                         "devices.count: [2, 3]", "devices.count: [3]"))
-    out = tmp_path / "o"
+    return path
+
+
+def _start_and_wait(path, out, records=4):
+    """Start the sweep in its own process group on two workers; return once ``records`` cells
+    are recorded."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "fedopt.cli.main", "sweep", str(path),
                              "--out", str(out), "--workers", "2", "-q"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
+    deadline = time.monotonic() + 120
     try:
-        deadline = time.monotonic() + 120
-        while len(list((out / "cells").glob("*.json"))) < 4:
+        while len(list((out / "cells").glob("*.json"))) < records:
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.monotonic() < deadline, "the sweep did not start"
             time.sleep(0.02)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the CLI, the scheduler and both workers
-        proc.wait()
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    return proc
+
+
+def test_killed_midway_then_resumed(invoke, tmp_path):
+    path, out = _long_sweep(tmp_path), tmp_path / "o"
+    proc = _start_and_wait(path, out)
+    os.killpg(proc.pid, signal.SIGKILL)  # the CLI, the scheduler and both workers
+    proc.wait()
     done = len(list((out / "cells").glob("*.json")))
     assert 4 <= done < 40, done
     assert not (out / "results.parquet").exists()  # killed before the table
@@ -117,3 +130,20 @@ def test_killed_midway_then_resumed(invoke, tmp_path):
     uninterrupted = pd.read_parquet(tmp_path / "whole" / "results.parquet")
     pd.testing.assert_frame_equal(resumed.drop(columns=TIMES),
                                   uninterrupted.drop(columns=TIMES))
+
+
+def test_ctrl_c_says_what_was_saved_and_how_to_resume(tmp_path):
+    path, out = _long_sweep(tmp_path), tmp_path / "o"
+    proc = _start_and_wait(path, out)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = stderr.decode()
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text  # the workers ignore SIGINT; the CLI closes them
+    saved = len(list((out / "cells").glob("*.json")))
+    assert f"interrupted: {saved} finished cell(s) are saved in {out / 'cells'}" in text
+    assert f"resume with: fedopt sweep {path} --out {out}" in text
