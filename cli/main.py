@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+import typer.core
 
 from fedopt.cli import (
     calibrate_cmd,
@@ -15,6 +16,17 @@ from fedopt.cli import (
     tsfa_cmd,
     validate_cmd,
 )
+
+
+def _flag_type_rich(self, ctx):  # noqa: ANN001 - typer's signature
+    """A flag takes no value: show no type for it (typer would print ``<bool>``)."""
+    if self.is_flag and not self.count:
+        return None
+    return _option_type_rich(self, ctx)
+
+
+_option_type_rich = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = _flag_type_rich
 
 app = typer.Typer(
     name="fedopt",

@@ -58,7 +58,7 @@ def solve(
     = 100,
 ) -> None:
     """Plan rank, streams and receive beamformers (AirComp) or rank, sparsity and bandwidth
-    (``--method tsfa``, digital uplink) for an instance and print the plan."""
+    (--method tsfa, digital uplink) for an instance and print the plan."""
     name = method.value
     digital = METHODS[name].family == "digital"
     if digital and streams is not None:
@@ -70,8 +70,8 @@ def solve(
         from fedopt.solvers.registry import solve as run
 
         inst = load_instance(source)
-        common = {"seed": seed, "round": round_, "channel": load_channel(channel, inst),
-                  "rank": rank}
+        given = load_channel(channel, inst)
+        common = {"seed": seed, "round": round_, "channel": given, "rank": rank}
         if digital:
             options = {**common, "nominal_sparsity": sparsity, "samples": samples}
         else:
@@ -82,7 +82,8 @@ def solve(
         if output is not None:
             result.solution.save(output)
         summary = (tsfa_summary if digital else plan_summary)(
-            result, inst, seed=seed, round_=round_, output=output)
+            result, inst, seed=seed, round_=round_, output=output, channel=given,
+            channel_file=channel)
         if fmt is OutputFormat.json:
             print_json(summary)
         else:
@@ -108,6 +109,17 @@ def _aircomp_options(inst, method: str, streams: int | None, randomizations: int
     return opts
 
 
+def _channel_text(s: dict) -> str:
+    """Where the channel came from: a draw (seed, round) or a file (its recorded provenance)."""
+    if s.get("channel_file") is None:
+        return f"seed {s['seed']}, round {s['round']}"
+    if s["channel_seed"] is None:
+        drawn = "no recorded seed"
+    else:
+        drawn = f"drawn with seed {s['channel_seed']}, round {s['channel_round']}"
+    return f"file {s['channel_file']} ({drawn}); solver seed {s['seed']}"
+
+
 def _rows(rows: list[tuple[str, str]]) -> str:
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -129,7 +141,7 @@ def render_tsfa(s: dict, inst) -> str:
         ("expected latency", f"{s['expected_latency_s']:.4g} s per round (average "
                              f"budget {s['latency_budget_s']:.4g} s)"),
         ("  per rank", ", ".join(f"r={r}: {v:.3g} s" for r, v in lat.items())),
-        ("this round", f"seed {s['seed']}, round {s['round']}: min-max latency "
+        ("this round", f"{_channel_text(s)}: min-max latency "
                        f"{s['latency_s']:.4g} s"),
         ("bandwidth split", f"{bw.sum() / 1e6:.4g} MHz: min {bw.min() / 1e3:.4g} kHz, "
                             f"median {np.median(bw) / 1e3:.4g} kHz, max "
@@ -168,7 +180,7 @@ def render_summary(s: dict, inst) -> str:
         ("predicted gap", f"{s['gap']:.4g} = " + " + ".join(
             f"{v:.3g} {k}" for k, v in s["gap_terms"].items())),
         ("status", f"{s['status']} — {s['message']}"),
-        ("channel", f"seed {s['seed']}, round {s['round']}"),
+        ("channel", _channel_text(s)),
         ("Σ_m MSE_m", f"{s['objective']:.4e} (unit-power symbols; "
                       f"{10 * np.log10(s['objective']):.2f} dB)"),
         ("MSE per subcarrier", f"min {mse.min():.3e}, median {np.median(mse):.3e}, "

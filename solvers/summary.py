@@ -9,24 +9,40 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["plan_summary", "tsfa_summary", "summarize"]
+__all__ = ["channel_keys", "plan_summary", "tsfa_summary", "summarize"]
 
 
-def summarize(result, inst, *, seed: int, round_: int = 0, output: Path | None = None) -> dict:
-    """The summary of ``result`` (a :class:`~fedopt.solvers.result.SolveResult` of ``inst``)."""
+def summarize(result, inst, *, seed: int, round_: int = 0, output: Path | None = None,
+              channel=None, channel_file: Path | None = None) -> dict:
+    """The summary of ``result`` (a :class:`~fedopt.solvers.result.SolveResult` of ``inst``);
+    ``channel`` and ``channel_file``: the channel file the solve used instead of a draw."""
     from fedopt.plan import DigitalPlan
 
     make = tsfa_summary if isinstance(result.solution, DigitalPlan) else plan_summary
-    return make(result, inst, seed=seed, round_=round_, output=output)
+    return make(result, inst, seed=seed, round_=round_, output=output, channel=channel,
+                channel_file=channel_file)
 
 
-def tsfa_summary(result, inst, *, seed: int, round_: int, output: Path | None) -> dict:
+def channel_keys(seed: int, round_: int, channel=None, channel_file: Path | None = None
+                 ) -> dict:
+    """Where the channel came from: ``channel_file`` (None for a draw), ``channel_seed`` and
+    ``channel_round`` (those of the draw, or those recorded in the file: None when it records
+    none). ``seed`` stays the ``--seed`` given: the solver's seed, and the draw's when drawn."""
+    if channel is None:
+        return {"channel_file": None, "channel_seed": seed, "channel_round": round_}
+    return {"channel_file": None if channel_file is None else str(channel_file),
+            "channel_seed": channel.seed, "channel_round": channel.round}
+
+
+def tsfa_summary(result, inst, *, seed: int, round_: int, output: Path | None, channel=None,
+                 channel_file: Path | None = None) -> dict:
     """The JSON summary of a TSFA plan (keys are a public contract)."""
     p = result.solution
     meta = p.metadata
     return {
         "method": "tsfa", "status": result.status.value, "message": result.message,
         "instance": inst.name, "rank": p.rank, "seed": seed, "round": round_,
+        **channel_keys(seed, round_, channel, channel_file),
         "algorithm": inst.algorithm, "payload_reals": int(inst.payload(p.rank)),
         "objective": result.objective, "bound_terms": dict(result.terms),
         "bandwidth_hz": p.bandwidth_hz.tolist(), "sparsity": p.sparsity.tolist(),
@@ -42,7 +58,8 @@ def tsfa_summary(result, inst, *, seed: int, round_: int, output: Path | None) -
 
 
 
-def plan_summary(result, inst, *, seed: int, round_: int, output: Path | None) -> dict:
+def plan_summary(result, inst, *, seed: int, round_: int, output: Path | None, channel=None,
+                 channel_file: Path | None = None) -> dict:
     """The JSON summary of a planner result (keys are a public contract)."""
     p = result.solution
     meta = p.metadata
@@ -59,6 +76,7 @@ def plan_summary(result, inst, *, seed: int, round_: int, output: Path | None) -
         "payload_reals": int(inst.payload(p.rank)),
         "seed": seed,
         "round": round_,
+        **channel_keys(seed, round_, channel, channel_file),
         "gap": result.objective,
         "gap_terms": dict(result.terms),
         "objective": float(mse.sum()),

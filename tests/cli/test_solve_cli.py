@@ -188,3 +188,33 @@ def test_help_lists_the_options(invoke):
     assert res.exit_code == 0
     for option in ("--method", "--streams", "--seed", "--format", "-o"):
         assert option in res.output, option
+
+
+@pytest.mark.parametrize("method", ["airfl-lora", "tsfa"])
+def test_a_channel_file_reports_its_own_seed(invoke, small_instance, tmp_path, method):
+    path = draw_channel(small_instance, 3, round=2).save(tmp_path / "H.npz")
+    res = invoke("solve", "small", "-q", "--method", method, "--channel", path, "--format",
+                 "json")
+    data = json.loads(res.stdout)
+    # the file was drawn with seed 3, round 2; --seed (0) is the solver's seed only
+    assert (data["channel_file"], data["channel_seed"], data["channel_round"]) == (
+        str(path), 3, 2)
+    assert data["seed"] == 0
+    text = invoke("solve", "small", "-q", "--method", method, "--channel", path).stdout
+    assert f"file {path} (drawn with seed 3, round 2); solver seed 0" in text
+    drawn = json.loads(invoke("solve", "small", "-q", "--method", method, "--seed", "5",
+                              "--format", "json").stdout)
+    assert (drawn["channel_file"], drawn["channel_seed"], drawn["channel_round"]) == (None, 5, 0)
+
+
+def test_help_shows_no_bool_type_for_flags_and_no_rst_backticks(invoke):
+    from fedopt.cli.main import app
+
+    commands = [[c.name] for c in app.registered_commands]
+    commands += [[g.name, c.name] for g in app.registered_groups
+                 for c in g.typer_instance.registered_commands]
+    assert len(commands) >= 11  # 7 commands, instance show/new/validate, channel draw
+    for args in commands:
+        res = invoke(*args, "--help")
+        assert res.exit_code == 0, args
+        assert "<bool>" not in res.stdout and "``" not in res.stdout, (args, res.stdout)
