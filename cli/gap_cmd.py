@@ -87,7 +87,14 @@ def _from_plan(inst, path: Path, rank: int | None, streams: int | None, sweep: A
     from fedopt.errors import InvalidArgumentError
     from fedopt.plan import Plan
 
+    from fedopt.plan import DigitalPlan
+
     p = Plan.load(path).check(inst)
+    if isinstance(p, DigitalPlan):
+        raise InvalidArgumentError(
+            f"--plan: {path} is a digital (TSFA, FDMA) plan; fedopt gap evaluates the AirComp "
+            "(AirFL-LoRA) gap, whose latency and distortion do not apply to it. Evaluate it "
+            "with `fedopt tsfa-simulate`, or give an AirComp plan")
     if sweep is None:
         rank = rank or p.rank
     streams = streams or p.streams

@@ -135,3 +135,12 @@ def test_plan_stream_mismatch_exits_2(invoke, tmp_path, small_instance):
     assert out.exit_code == 2 and f"the plan has L = {p.streams}" in out.output
     assert np.isfinite(json.loads(invoke("gap", "small", "--plan", path, "--format",
                                          "json").stdout)["gap"])
+
+
+def test_a_digital_plan_is_refused_by_name(invoke, tmp_path):
+    plan = tmp_path / "tsfa.json"
+    assert invoke("solve", "small", "-q", "--method", "tsfa", "-o", plan).exit_code == 0
+    res = invoke("gap", "small", "--plan", plan)
+    # an AirComp round latency for an FDMA plan would be a wrong number printed as right
+    assert res.exit_code == 2
+    assert "is a digital (TSFA, FDMA) plan" in res.stderr and "tsfa-simulate" in res.stderr
