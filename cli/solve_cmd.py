@@ -69,6 +69,10 @@ def solve(
         from fedopt.instance import load_instance
         from fedopt.solvers.registry import solve as run
 
+        if output is not None:  # before the solve: a bad suffix must not cost a run
+            from fedopt.plan import check_plan_suffix
+
+            check_plan_suffix(output, "-o/--output")
         inst = load_instance(source)
         given = load_channel(channel, inst)
         common = {"seed": seed, "round": round_, "channel": given, "rank": rank}

@@ -27,9 +27,25 @@ from fedopt.errors import FedOptError, PlanError
 from fedopt.instance import Instance
 from fedopt.io import atomic_savez, atomic_write_text, decode_array, encode_array
 
-__all__ = ["AirCompPlan", "DigitalPlan", "PLAN_SCHEMA_VERSION", "Plan"]
+__all__ = ["AirCompPlan", "DigitalPlan", "PLAN_SCHEMA_VERSION", "PLAN_SUFFIXES", "Plan",
+           "check_plan_suffix"]
 
 PLAN_SCHEMA_VERSION = 1
+
+#: the plan file formats, by suffix
+PLAN_SUFFIXES = (".json", ".npz")
+
+
+def check_plan_suffix(path: str | os.PathLike, name: str = "plan file") -> Path:
+    """``path`` if its suffix names a plan format (:data:`PLAN_SUFFIXES`), else an error."""
+    from fedopt.errors import InvalidArgumentError
+
+    path = Path(path)
+    if path.suffix.lower() not in PLAN_SUFFIXES:
+        raise InvalidArgumentError(
+            f"{name}: {str(path)!r} has the suffix {path.suffix or '(none)'!r}; a plan is "
+            f"written as {' or '.join(PLAN_SUFFIXES)} (the format follows the suffix)")
+    return path
 
 
 @dataclass(frozen=True, eq=False)
@@ -242,8 +258,15 @@ class Plan:
         return Plan._build({**d, "kind": klass.KIND})
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically: ``.npz`` (arrays + JSON header) or JSON for any other suffix."""
+        """Write atomically: ``.npz`` (arrays + JSON header) or ``.json``, by the suffix.
+
+        Raises
+        ------
+        InvalidArgumentError
+            For any other suffix (``plan.csv`` must not silently hold JSON).
+        """
         path = Path(path)
+        check_plan_suffix(path)
         if path.suffix.lower() == ".npz":
             header = {k: v for k, v in self.to_dict().items() if k not in self._ARRAYS}
             arrays = {n: getattr(self, n) for n in self._ARRAYS if getattr(self, n) is not None}

@@ -218,3 +218,9 @@ def test_help_shows_no_bool_type_for_flags_and_no_rst_backticks(invoke):
         res = invoke(*args, "--help")
         assert res.exit_code == 0, args
         assert "<bool>" not in res.stdout and "``" not in res.stdout, (args, res.stdout)
+
+
+def test_output_suffix_is_checked_before_solving(invoke, tmp_path):
+    res = invoke("solve", "small", "-q", "-o", tmp_path / "p.csv")
+    assert res.exit_code == 2 and "a plan is written as .json or .npz" in res.stderr
+    assert not (tmp_path / "p.csv").exists()

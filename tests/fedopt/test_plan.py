@@ -259,3 +259,14 @@ def test_mse_per_subcarrier_is_sigma2_times_scaled_norm(small_instance, crandn, 
     with pytest.raises(PlanError, match=r"power_scale: plan of method 'x' has none"):
         AirCompPlan(method="x", rank=1, streams=a.shape[2],
                     receive_beamformers=a).mse_per_subcarrier(1.0)
+
+
+@pytest.mark.parametrize("name", ["plan.csv", "plan", "plan.yaml"])
+def test_a_suffix_that_names_no_plan_format_is_refused(small_instance, tmp_path, name):
+    from fedopt.errors import InvalidArgumentError
+    from fedopt.solvers import solve
+
+    plan = solve(small_instance, "centroid-plan", seed=0).solution
+    with pytest.raises(InvalidArgumentError, match="a plan is written as .json or .npz"):
+        plan.save(tmp_path / name)
+    assert not list(tmp_path.iterdir())  # nothing written (it used to write JSON as .csv)
