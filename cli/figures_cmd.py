@@ -68,15 +68,16 @@ def figures(
         skipped: dict[str, str] = {}
         show = not quiet and fmt is OutputFormat.text
         for fig_name in names:
-            try:
-                registry.get_figure(fig_name)
-            except registry.FigureUnavailableError as exc:
-                skipped[fig_name] = str(exc)
-                if fmt is OutputFormat.text:
-                    err(f"skipped {fig_name}: {exc}")
-                continue
             mode = "quick" if quick else "full"
             with progress(f"{fig_name} ({mode})", show) as update:
+                update({"label": "loading"})  # from second 0: importing a figure takes seconds
+                try:
+                    registry.get_figure(fig_name)
+                except registry.FigureUnavailableError as exc:
+                    skipped[fig_name] = str(exc)
+                    if fmt is OutputFormat.text:
+                        err(f"skipped {fig_name}: {exc}")
+                    continue
                 result = registry.run_figure(fig_name, out, quick=quick, seed=seed,
                                              progress=update)
             done[fig_name] = {"json": result["json"], "png": result["png"],
