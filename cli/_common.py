@@ -50,9 +50,24 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
+def _finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, ±Infinity, not JSON) as None (null)."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def print_json(data: Any) -> None:
-    """Print ``data`` as indented JSON on stdout (numpy scalars and arrays allowed)."""
-    sys.stdout.write(json.dumps(data, indent=2, default=_default) + "\n")
+    """Print ``data`` as indented JSON on stdout (numpy scalars and arrays allowed). The output
+    is strict JSON: a non-finite number is written as null, never as NaN or Infinity."""
+    plain = json.loads(json.dumps(data, default=_default))  # numpy → Python (NaN kept)
+    sys.stdout.write(json.dumps(_finite(plain), indent=2, allow_nan=False) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,20 @@ __all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_savez", "encode_ar
            "decode_array", "ensure_dir"]
 
 
+def _umask() -> int:
+    """The process's umask (read without changing it where /proc tells it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, but brief)
+    os.umask(mask)
+    return mask
+
+
 def _check_dir(path: Path) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
@@ -55,8 +69,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """
     path = Path(path)
     _check_dir(path)
+    if path.is_dir():
+        raise FedOptError(f"{str(path)!r} is a directory; give the path of a file to write")
     fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a file gets the umask's mode
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -196,3 +196,20 @@ def test_cli_import_is_light():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "", f"imported at CLI start-up: {out.strip()}"
+
+
+def test_json_output_is_strict_json(capsys):
+    import json as _json
+
+    import numpy as np
+
+    from fedopt.cli._common import print_json
+
+    print_json({"a": float("inf"), "b": [np.nan, 1.5], "c": np.float64("-inf"), "d": "x"})
+    text = capsys.readouterr().out
+
+    def refuse(name):
+        raise AssertionError(f"non-JSON constant {name} in the output")
+
+    assert _json.loads(text, parse_constant=refuse) == {"a": None, "b": [None, 1.5], "c": None,
+                                                        "d": "x"}
