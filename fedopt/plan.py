@@ -121,6 +121,12 @@ class Plan:
                 raise PlanError(
                     f"receive_beamformers: expected shape (M, N_r, L={self.streams}), got {a.shape}"
                 )
+            zero = np.flatnonzero(np.linalg.norm(a.reshape(a.shape[0], -1), axis=1) < 1e-150)
+            if zero.size:
+                raise PlanError(
+                    f"receive_beamformers: A_m is all zero on subcarrier(s) "
+                    f"{zero[:8].tolist()}{' ...' if zero.size > 8 else ''}; a receive "
+                    "beamformer has unit Frobenius norm (nothing would be received)")
             if self.power_scale is not None and self.power_scale.shape != (a.shape[0],):
                 raise PlanError(
                     f"power_scale: expected shape ({a.shape[0]},) (one per subcarrier), "

@@ -270,3 +270,24 @@ def test_a_suffix_that_names_no_plan_format_is_refused(small_instance, tmp_path,
     with pytest.raises(InvalidArgumentError, match="a plan is written as .json or .npz"):
         plan.save(tmp_path / name)
     assert not list(tmp_path.iterdir())  # nothing written (it used to write JSON as .csv)
+
+
+def test_all_zero_beamformers_are_refused(small_instance, tmp_path):
+    from dataclasses import fields
+
+    from fedopt.solvers import solve
+
+    plan = solve(small_instance, "centroid-plan", seed=0).solution
+    a = np.array(plan.receive_beamformers)
+    a[1] = 0.0  # subcarrier 1 receives nothing: its MSE and the gap would be infinite
+    with pytest.raises(PlanError, match=r"A_m is all zero on subcarrier\(s\) \[1\]"):
+        type(plan)(**{**{f.name: getattr(plan, f.name) for f in fields(plan)},
+                      "receive_beamformers": a})
+    # the same through a file: the loader refuses it (it used to give "gap": Infinity)
+    path = plan.save(tmp_path / "plan.npz")
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["receive_beamformers"] = a
+    np.savez(path, **arrays)
+    with pytest.raises(PlanError, match="all zero"):
+        Plan.load(path)
