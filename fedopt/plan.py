@@ -121,7 +121,7 @@ class Plan:
                 raise PlanError(
                     f"receive_beamformers: expected shape (M, N_r, L={self.streams}), got {a.shape}"
                 )
-            zero = np.flatnonzero(np.linalg.norm(a.reshape(a.shape[0], -1), axis=1) < 1e-150)
+            zero = np.flatnonzero(~np.any(a.reshape(a.shape[0], -1) != 0, axis=1))
             if zero.size:
                 raise PlanError(
                     f"receive_beamformers: A_m is all zero on subcarrier(s) "
