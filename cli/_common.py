@@ -12,8 +12,9 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["ChannelOpt", "FormatOpt", "InstanceArg", "OutputFormat", "QuietOpt", "RoundOpt",
-           "SeedOpt", "err", "load_channel", "print_json", "progress", "user_errors"]
+__all__ = ["ChannelOpt", "ForceOpt", "FormatOpt", "InstanceArg", "OutputFormat", "QuietOpt",
+           "RoundOpt", "SeedOpt", "check_output", "err", "load_channel", "print_json",
+           "progress", "user_errors"]
 
 
 class OutputFormat(str, Enum):
@@ -82,6 +83,30 @@ ChannelOpt = Annotated[Path | None, typer.Option(
     "--channel", help="Use this channel .npz instead of drawing one.")]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+#: overwrite an existing output file
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
+
+
+def check_output(path: Path | None, force: bool, option: str = "-o/--output") -> None:
+    """Before any work: an output file that exists is kept unless ``--force``; a directory or a
+    missing or unwritable folder is named (no silent overwrite, no traceback after the work)."""
+    import os
+
+    from fedopt.errors import InvalidArgumentError
+
+    if path is None:
+        return
+    if path.is_dir():
+        raise InvalidArgumentError(f"{option}: {str(path)!r} is a directory; give a file path")
+    if path.exists() and not force:
+        raise InvalidArgumentError(f"{option}: {str(path)!r} exists; pass --force to "
+                                   "overwrite it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InvalidArgumentError(f"{option}: the folder {str(parent)!r} does not exist; "
+                                   "create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidArgumentError(f"{option}: the folder {str(parent)!r} is not writable")
 
 
 def load_channel(path: Path | None, instance: Any) -> Any:

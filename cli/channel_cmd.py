@@ -1,4 +1,4 @@
-"""``fedopt channel``: draw and inspect channel realizations."""
+"""``fedopt channel``: draw channel realizations."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from typing import Annotated
 
 import typer
 
-from fedopt.cli._common import OutputFormat, print_json, user_errors
+from fedopt.cli._common import ForceOpt, OutputFormat, check_output, print_json, user_errors
 
-app = typer.Typer(help="Draw and inspect block-fading channel realizations.", no_args_is_help=True)
+app = typer.Typer(help="Draw block-fading channel realizations (check one against its instance "
+                  "with `fedopt instance validate INSTANCE --channel H.npz`).",
+                  no_args_is_help=True)
 
 
 @app.command("draw")
@@ -20,9 +22,11 @@ def draw(
     round_: Annotated[int, typer.Option("--round", min=0, help="Block-fading round t.")] = 0,
     fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
     = OutputFormat.text,
+    force: ForceOpt = False,
 ) -> None:
     """Draw round t of seed s for an instance and save it as .npz (plain arrays)."""
     with user_errors():
+        check_output(output, force)
         from fedopt.channel import draw_channel
         from fedopt.instance import load_instance
 

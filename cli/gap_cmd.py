@@ -10,11 +10,13 @@ import typer
 
 from fedopt.cli._common import (
     ChannelOpt,
+    ForceOpt,
     FormatOpt,
     InstanceArg,
     OutputFormat,
     RoundOpt,
     SeedOpt,
+    check_output,
     err,
     load_channel,
     print_json,
@@ -48,6 +50,7 @@ def gap(
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="With --sweep rank: save the gap-vs-rank figure (.png).")] = None,
     fmt: FormatOpt = OutputFormat.text,
+    force: ForceOpt = False,
 ) -> None:
     """Evaluate the predicted optimality gap (spec 03 §1) of a configuration (r, L)."""
     with user_errors():
@@ -75,6 +78,7 @@ def gap(
         if plot is not None and sweep is None:
             err("error: --plot needs --sweep rank")
             raise typer.Exit(code=2)
+        check_output(plot, force, "--plot")
         common = dict(channel=ch, seed=seed, round=round_, beamforming=beamforming)
         if sweep is None:
             _one(inst, rank, streams, beamformers, common, fmt)
@@ -85,9 +89,7 @@ def gap(
 def _from_plan(inst, path: Path, rank: int | None, streams: int | None, sweep: Any):
     """(rank, streams, beamformers, (seed, round) or None) of ``--plan``."""
     from fedopt.errors import InvalidArgumentError
-    from fedopt.plan import Plan
-
-    from fedopt.plan import DigitalPlan
+    from fedopt.plan import DigitalPlan, Plan
 
     p = Plan.load(path).check(inst)
     if isinstance(p, DigitalPlan):

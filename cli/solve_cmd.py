@@ -10,12 +10,14 @@ import typer
 
 from fedopt.cli._common import (
     ChannelOpt,
+    ForceOpt,
     FormatOpt,
     InstanceArg,
     OutputFormat,
     QuietOpt,
     RoundOpt,
     SeedOpt,
+    check_output,
     err,
     load_channel,
     print_json,
@@ -49,6 +51,7 @@ def solve(
         "--randomizations", min=0, help="Gaussian randomizations of the SDR method.")] = 200,
     output: Annotated[Path | None, typer.Option(
         "-o", "--output", help="Write the plan (.json or .npz).")] = None,
+    force: ForceOpt = False,
     fmt: FormatOpt = OutputFormat.text,
     quiet: QuietOpt = False,
     sparsity: Annotated[float, typer.Option(
@@ -69,10 +72,11 @@ def solve(
         from fedopt.instance import load_instance
         from fedopt.solvers.registry import solve as run
 
-        if output is not None:  # before the solve: a bad suffix must not cost a run
+        if output is not None:  # before the solve: a bad path must not cost a run
             from fedopt.plan import check_plan_suffix
 
             check_plan_suffix(output, "-o/--output")
+            check_output(output, force)
         inst = load_instance(source)
         given = load_channel(channel, inst)
         common = {"seed": seed, "round": round_, "channel": given, "rank": rank}

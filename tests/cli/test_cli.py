@@ -174,16 +174,22 @@ def test_channel_draw(invoke, tmp_path, small_instance):
     assert_array_equal(ch.H, draw_channel(small_instance, seed=5, round=2).H)  # same draw
     assert (ch.seed, ch.round) == (5, 2)
 
-    res = invoke(
-        "channel", "draw", "small", "-o", out, "--seed", "5", "--round", "2", "--format", "json"
-    )
+    again = invoke("channel", "draw", "small", "-o", out, "--seed", "6")
+    assert again.exit_code == 2 and "exists; pass --force to overwrite it" in again.stderr
+    assert (Channel.load(out).seed, Channel.load(out).round) == (5, 2)  # not overwritten
+    res = invoke("channel", "draw", "small", "-o", out, "--seed", "5", "--round", "2",
+                 "--format", "json", "--force")
     info = json.loads(res.output)
     assert info["shape"] == [3, 4, 4, 2] and (info["seed"], info["round"]) == (5, 2)
     want = float(np.mean(ch.mean_gain() / small_instance.path_loss))
     assert info["mean_gain_over_path_loss"] == pytest.approx(want, rel=1e-12)  # same numbers
 
-    res = invoke("channel", "draw", "nope", "-o", out)
+    res = invoke("channel", "draw", "nope", "-o", tmp_path / "new.npz")
     assert res.exit_code == 2 and "valid presets" in res.output
+    res = invoke("channel", "draw", "small", "-o", tmp_path)
+    assert res.exit_code == 2 and "is a directory; give a file path" in res.stderr
+    res = invoke("channel", "draw", "small", "-o", tmp_path / "no" / "h.npz")
+    assert res.exit_code == 2 and "does not exist; create it first" in res.stderr
     res = invoke("channel", "draw", "small", "-o", out, "--seed", "-1")
     assert res.exit_code != 0  # rejected by the option's range check
 

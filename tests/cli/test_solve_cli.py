@@ -224,3 +224,17 @@ def test_output_suffix_is_checked_before_solving(invoke, tmp_path):
     res = invoke("solve", "small", "-q", "-o", tmp_path / "p.csv")
     assert res.exit_code == 2 and "a plan is written as .json or .npz" in res.stderr
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_output_is_not_overwritten_without_force(invoke, tmp_path):
+    path = tmp_path / "plan.json"
+    assert invoke("solve", "small", "-q", "-o", path).exit_code == 0
+    before = path.read_text()
+    res = invoke("solve", "small", "-q", "--method", "tsfa", "-o", path)
+    assert res.exit_code == 2 and "exists; pass --force to overwrite it" in res.stderr
+    assert path.read_text() == before  # the AirComp plan survives
+    assert invoke("solve", "small", "-q", "--method", "tsfa", "-o", path, "--force"
+                  ).exit_code == 0
+    assert json.loads(path.read_text())["kind"] == "digital"
+    res = invoke("solve", "small", "-q", "-o", tmp_path)
+    assert res.exit_code == 2  # a directory: named before solving
