@@ -223,3 +223,12 @@ def tick(progress: Progress | None, done: int, total: int) -> None:
     """Call the progress hook, if there is one, with ``{"done", "total"}``."""
     if progress is not None:
         progress({"done": done, "total": total})
+
+
+def quick_note(data: dict[str, Any], what: str) -> str:
+    """The title line a quick-mode figure carries (empty in full mode): what was cut, and that
+    differences within the sampling error of so few runs are not findings."""
+    if not data.get("quick"):
+        return ""
+    return (f"QUICK MODE ({what}): a smoke run, not a result; differences this small are "
+            "within its sampling error\n")

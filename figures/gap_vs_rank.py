@@ -8,18 +8,21 @@ trade-off readable:
 
 - one stream per subcarrier (L = 1): the stream count is fixed so that each curve is a
   function of r alone (the planner also optimizes L; see ``fedopt solve``);
-- every integer rank 1..32 is a candidate instead of the preset's powers of two, so the
-  minimizer r* is resolved finely; 32 is the largest rank whose L = 1 round meets the preset's
-  0.5 s latency budget, so every plotted point is feasible and the plotted argmin is the
-  planner's choice.
+- every integer rank 1..32 is plotted instead of the preset's powers of two, so the minimizer
+  r* of the curve is resolved finely; 32 is the largest rank whose L = 1 round meets the
+  preset's 0.5 s latency budget, so every plotted point is feasible. The planner itself only
+  searches the preset's candidate ranks (``lora.ranks``: 1, 2, 4, ..., 64); its choice on that
+  grid, r̂ (``r_planner``), is marked separately (a diamond), and differs from r* where r* is
+  not a power of two.
 
 The SNR is set by the devices' common transmit power P_k ∈ {3, 13, 23} dBm (23 dBm is the
 preset's; the legend also gives the cell-edge receive SNR per subcarrier, P_k/M · β_K / σ² with
 β_K the path gain of the farthest device). At each power the manifold solver finds the receive
 beamformers on one channel draw (seed ``seed``, round 0; the same draw and solver generator at
 every power) and G(r) = contraction + sampling noise + aggregation distortion(r) + rank
-truncation(r) is evaluated with :class:`gap_models.AirFLGap` on Σ_m MSE_m; r* is chosen by
-:func:`fedopt.solvers.planner.rank_block`, the planner's own rank block. In quick mode Σ_m MSE_m is
+truncation(r) is evaluated with :class:`gap_models.AirFLGap` on Σ_m MSE_m; r* (over 1..32) and
+r̂ (over the preset's candidates) are chosen by :func:`fedopt.solvers.planner.rank_block`, the
+planner's own rank block. In quick mode Σ_m MSE_m is
 estimated as M times the mean over 4 subcarriers spread over the band (all 64 in full mode).
 
 Expected (spec 03 §1): the distortion grows linearly in r and as 1/P, the truncation falls in
@@ -75,6 +78,13 @@ TERM_LABELS = {
 COLORS = ["C3", "C1", "C0"]
 
 
+def _preset_ranks() -> tuple[int, ...]:
+    """The candidate ranks the planner searches on the ``default`` preset."""
+    from fedopt.instance import load_instance
+
+    return load_instance("default").lora.ranks
+
+
 def _instance(p_dbm: float):
     from fedopt.instance import load_instance
 
@@ -102,13 +112,16 @@ def compute(*, quick: bool = False, seed: int = 0, progress: Progress | None = N
     dict
         JSON-safe: ``ranks``, ``p_dbm``, ``snr_edge_db``, ``mse_sum`` (Σ_m MSE_m per power),
         ``gap`` (list per power of G over ``ranks``), ``terms[name]`` (likewise per term),
-        ``r_star`` and ``gap_star`` per power, ``feasible`` (per power, per rank).
+        ``r_star`` and ``gap_star`` per power (the curve's minimizer), ``r_planner`` and
+        ``gap_planner`` per power (the planner's choice over the preset's candidate ranks
+        ``planner_ranks``), ``feasible`` (per power, per rank).
     """
     out: dict[str, Any] = {
         "name": NAME, "title": TITLE, "quick": bool(quick), "seed": int(seed),
         "instance": "default", "streams": STREAMS, "ranks": RANKS, "p_dbm": P_DBM,
         "snr_edge_db": [], "mse_sum": [], "gap": [], "terms": {k: [] for k in TERM_NAMES},
-        "r_star": [], "gap_star": [], "feasible": [],
+        "r_star": [], "gap_star": [], "feasible": [], "r_planner": [], "gap_planner": [],
+        "planner_ranks": list(_preset_ranks()),
     }
     for i, p_dbm in enumerate(P_DBM):
         inst = _instance(p_dbm)
@@ -130,6 +143,9 @@ def compute(*, quick: bool = False, seed: int = 0, progress: Progress | None = N
             out["terms"][k].append([float(x) for x in terms[k]])
         out["r_star"].append(block.rank)
         out["gap_star"].append(float(block.gap))
+        chosen = rank_block(gap, inst, out["planner_ranks"], STREAMS, mse_sum)
+        out["r_planner"].append(chosen.rank)
+        out["gap_planner"].append(float(chosen.gap))
         out["feasible"].append([bool(x) for x in block.feasible])
         tick(progress, i + 1, len(P_DBM))
         out["n_subcarriers"] = m
@@ -148,8 +164,9 @@ def from_sweep(sweep: dict[str, Any], instance_name: str) -> dict[str, Any]:
         "gap": [[row["gap"] for row in rows]],
         "terms": {k: [[row["gap_terms"][k] for row in rows]] for k in TERM_NAMES},
         "r_star": [sweep["best_rank"]], "gap_star": [None if best is None else best["gap"]],
+        "r_star_label": "$r^*$: best feasible rank of the sweep (the planner's choice)",
         "feasible": [[row["feasible"] for row in rows]],
-        "title": f"{instance_name}: gap vs rank at L = {sweep['streams']} streams "
+        "plot_title": f"{instance_name}: gap vs rank at L = {sweep['streams']} streams "
                  f"(Σ_m MSE_m = {sweep['mse_sum']:.3e})",
     }
 
@@ -186,10 +203,17 @@ def plot(data: dict[str, Any], path: str | os.PathLike) -> Path:
                 ax.annotate(f"$r^*$ = {r_star}", (r_star, d["gap_star"][i]),
                             textcoords="offset points", xytext=(0, -18), ha="center",
                             fontsize=10, color=color, fontweight="bold")
+            if d.get("r_planner"):
+                ax.plot([d["r_planner"][i]], [d["gap_planner"][i]], marker="D", ms=8,
+                        color=color, mec="black", ls="none")
             ax_t.plot(r, d["terms"]["aggregation_distortion"][i], color=color, ls="--",
                       label=f"{TERM_LABELS['aggregation_distortion']}, {short}")
         ax.plot([], [], marker="*", ms=12, color="0.5", mec="black", ls="none",
-                label="$r^*$: minimizer (planner's rank block)")
+                label=d.get("r_star_label", "$r^*$: minimizer of the curve (every rank)"))
+        if d.get("r_planner"):
+            grid = ", ".join(str(x) for x in d["planner_ranks"][:4]) + ", ..."
+            ax.plot([], [], marker="D", ms=8, color="0.5", mec="black", ls="none",
+                    label=f"planner's choice over its ranks {{{grid}}}")
         _shade_infeasible(ax, r, d["feasible"])
         ax_t.plot(r, d["terms"]["rank_truncation"][0], color="black",
                   label=TERM_LABELS["rank_truncation"])
@@ -210,7 +234,7 @@ def plot(data: dict[str, Any], path: str | os.PathLike) -> Path:
         ax_t.set_ylabel("gap term (nats of loss)")
         ax_t.set_title("Terms of $G(r)$")
         ax_t.legend(loc="upper left", ncols=1)
-        fig.suptitle(d["title"] if "title" in d else _title(d))
+        fig.suptitle(d.get("plot_title") or _title(d))
         return save_png(fig, path)
 
 

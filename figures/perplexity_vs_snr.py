@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fedopt.figures._common import Progress, figure_canvas, save_png, tick, unwrap
+from fedopt.figures._common import Progress, figure_canvas, quick_note, save_png, tick, unwrap
 from fedopt.figures.training_loss import STYLE
 
 NAME = "perplexity_vs_snr"
@@ -71,7 +71,7 @@ def compute(*, quick: bool = False, seed: int = 0, progress: Progress | None = N
     tick(progress, n_runs * per_run, n_runs * per_run)
     ideal = rep.methods["ideal"]
     return {"name": NAME, "instance": base.name, "settings": settings.to_dict(),
-            "methods": list(METHODS), "points": points,
+            "quick": bool(quick), "methods": list(METHODS), "points": points,
             "ideal": {"perplexity": ideal.get("perplexity"), "rank": ideal.get("rank")}}
 
 
@@ -109,6 +109,7 @@ def plot(data: dict[str, Any], path: str | os.PathLike) -> Path:
             a.set_xticks(snr, [f"{round(x) + 0:d}\n({p['p_max_dbm']:g} dBm)"
                                for x, p in zip(snr, d["points"], strict=True)])
         s = d["settings"]
-        fig.suptitle(f"{TITLE}\n{s['rounds']} rounds, mean over seeds {s['seeds']}; "
+        note = quick_note(d, f"{s['rounds']} rounds, one seed, 1 eval batch")
+        fig.suptitle(f"{note}{TITLE}\n{s['rounds']} rounds, mean over seeds {s['seeds']}; "
                      "tick labels: SNR (device power)")
         return save_png(fig, path)

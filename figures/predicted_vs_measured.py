@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from fedopt.figures._common import Progress, figure_canvas, save_png, tick, unwrap
+from fedopt.figures._common import Progress, figure_canvas, quick_note, save_png, tick, unwrap
 
 NAME = "predicted_vs_measured"
 TITLE = "Predicted gap vs measured held-out loss (char-tasks)"
@@ -50,7 +50,7 @@ def compute(*, quick: bool = False, seed: int = 0, progress: Progress | None = N
     grid = predictive_grid(inst, powers=spec["powers"], ranks=spec["ranks"],
                            streams=spec["streams"], settings=settings,
                            callback=lambda r: tick(progress, r["done"], r["total"]))
-    return {"name": NAME, **grid}
+    return {"name": NAME, **grid, "quick": bool(quick)}
 
 
 def plot(data: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -84,6 +84,7 @@ def plot(data: dict[str, Any], path: str | os.PathLike) -> Path:
                          fillstyle="none", label=f"L = {n_l}")
         axes[0].legend(loc="best", fontsize=7)
         st = d["settings"]
-        fig.suptitle(f"{TITLE}\n{st['rounds']} rounds, seeds {st['seeds']}; base model "
+        note = quick_note(d, f"{st['rounds']} rounds, seeds {st['seeds']}, a small grid")
+        fig.suptitle(f"{note}{TITLE}\n{st['rounds']} rounds, seeds {st['seeds']}; base model "
                      f"{d['base_eval_loss']:.3f}")
         return save_png(fig, path)

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fedopt.figures._common import Progress, figure_canvas, save_png, unwrap
+from fedopt.figures._common import Progress, figure_canvas, quick_note, save_png, unwrap
 
 NAME = "training_loss"
 TITLE = "Federated LoRA training loss vs rounds (tiny-char)"
@@ -51,7 +51,7 @@ def compute(*, quick: bool = False, seed: int = 0, progress: Progress | None = N
             "measured_aggregation_error", "predicted_aggregation_error", "latency_s", "error")}
         methods[name]["curves"] = m.get("curves")
     return {"name": NAME, "instance": report.instance, "settings": report.settings,
-            "methods": methods}
+            "methods": methods, "quick": bool(quick)}
 
 
 def plot(data: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -81,7 +81,9 @@ def plot(data: dict[str, Any], path: str | os.PathLike) -> Path:
         ax_ev.set_title("global held-out set")
         _clip_axis(ax_ev, d)
         ax_ev.legend(loc="upper right")
-        fig.suptitle(f"{TITLE}: mean over seeds {s['seeds']}, {s['optimizer']} lr {s['lr']:g}")
+        note = quick_note(d, f"{s['rounds']} rounds, seed {s['seeds'][0]}, 1 eval batch")
+        fig.suptitle(f"{note}{TITLE}: mean over seeds {s['seeds']}, {s['optimizer']} lr "
+                     f"{s['lr']:g}")
         return save_png(fig, path)
 
 

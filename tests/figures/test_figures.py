@@ -166,6 +166,16 @@ def test_gap_vs_rank_trade_off(made):
     for i, r_star in enumerate(d["r_star"]):
         assert r_star == int(ranks[np.argmin(gap[i])])
         assert d["gap_star"][i] == gap[i].min()
+    # the planner's choice: the argmin over the preset's candidate ranks (it never searches
+    # the fine grid), recomputed from the plotted curve where the ranks overlap
+    from fedopt.instance import load_instance
+
+    assert d["planner_ranks"] == list(load_instance("default").lora.ranks)
+    for i, r_hat in enumerate(d["r_planner"]):
+        on_grid = [r for r in d["planner_ranks"] if r in set(ranks.tolist())]
+        best = min(on_grid, key=lambda r: gap[i][int(np.flatnonzero(ranks == r)[0])])
+        assert r_hat == best and r_hat in d["planner_ranks"]
+        assert d["gap_planner"][i] >= d["gap_star"][i]  # a coarser grid cannot do better
     # spec 03 §5: r* non-decreasing in SNR, and here it visibly moves
     assert np.all(np.diff(d["r_star"]) >= 0)
     assert d["r_star"][-1] >= 4 * d["r_star"][0]
@@ -297,3 +307,24 @@ def test_cli_out_is_a_file(invoke, tmp_path):
     assert target.read_text() == "keep me" and sorted(tmp_path.iterdir()) == [target]
     res = invoke("figures", "gap_vs_rank", "--quick", "--out", target / "sub")
     assert res.exit_code == 2 and str(target / "sub") in res.output
+
+
+def test_quick_figures_say_so_in_their_title(made, monkeypatch, tmp_path):
+    from fedopt.figures import _common, gap_vs_rank
+
+    titles = []
+    real = _common.save_png
+
+    def capture(fig, path, **kw):
+        titles.append(fig._suptitle.get_text())
+        return real(fig, path, **kw)
+
+    monkeypatch.setattr(gap_vs_rank, "save_png", capture)
+    data = made["gap_vs_rank"][1]["data"]
+    gap_vs_rank.plot(data, tmp_path / "q.png")
+    gap_vs_rank.plot({**data, "quick": False}, tmp_path / "f.png")
+    # quick: Σ_m MSE_m from 4 of 64 subcarriers, said in the title; full: all of them
+    assert "4 of 64 subcarriers (quick mode)" in titles[0]
+    assert "quick" not in titles[1] and "over all 64 subcarriers" in titles[1]
+    assert _common.quick_note({"quick": True}, "3 rounds").startswith("QUICK MODE (3 rounds)")
+    assert _common.quick_note({"quick": False}, "3 rounds") == ""

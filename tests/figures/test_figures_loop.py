@@ -30,6 +30,7 @@ def test_training_loss_quick(out):
                             "single-stream", "digital"}
     for name, m in methods.items():
         assert len(m["curves"]["train_loss"]) == 3, name  # quick mode: 3 rounds
+    assert doc["data"]["quick"] is True  # the title then says QUICK MODE (figures._common)
     assert methods["ideal"]["measured_aggregation_error"] == 0.0
     # common random numbers: ideal and the AirComp plan share rank, batches and init, so their
     # first-round training loss (measured at θ_0, before any aggregation) is identical
