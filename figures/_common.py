@@ -53,14 +53,21 @@ def _version(dist: str) -> str | None:
 
 
 def _git_hash() -> str | None:
-    """``git rev-parse HEAD`` of the repository, or None (no git, not a checkout, timeout)."""
+    """``git rev-parse HEAD`` of fedopt's own source checkout, or None: no git, a timeout, or
+    an installed fedopt (its folder is not the top of a fedopt checkout, even when the
+    virtualenv it sits in lies inside some other repository)."""
+    pyproject = REPO_DIR / "pyproject.toml"
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True,
-                             text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
+        if 'name = "fedopt"' not in pyproject.read_text(encoding="utf-8"):
+            return None
+        out = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=REPO_DIR,
+                             capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, UnicodeDecodeError, subprocess.SubprocessError):
         return None
-    text = out.stdout.strip()
-    return text if out.returncode == 0 and text else None
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != REPO_DIR:
+        return None
+    return lines[1]
 
 
 def provenance() -> dict[str, Any]:

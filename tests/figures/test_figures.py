@@ -328,3 +328,30 @@ def test_quick_figures_say_so_in_their_title(made, monkeypatch, tmp_path):
     assert "quick" not in titles[1] and "over all 64 subcarriers" in titles[1]
     assert _common.quick_note({"quick": True}, "3 rounds").startswith("QUICK MODE (3 rounds)")
     assert _common.quick_note({"quick": False}, "3 rounds") == ""
+
+
+def test_git_hash_is_fedopt_s_own_checkout_only(tmp_path, monkeypatch):
+    import subprocess
+
+    from fedopt.figures import _common
+
+    if subprocess.run(["git", "--version"], capture_output=True).returncode != 0:
+        pytest.skip("git is not installed")
+    # an installed fedopt inside a virtualenv that lies in some other repository
+    outer = tmp_path / "project"
+    (outer / "venv" / "fedopt").mkdir(parents=True)
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "PATH": __import__("os").environ["PATH"]}
+    subprocess.run(["git", "init", "-q", str(outer)], check=True, env=env)
+    (outer / "x").write_text("x")
+    subprocess.run(["git", "-C", str(outer), "add", "x"], check=True, env=env)
+    subprocess.run(["git", "-C", str(outer), "commit", "-qm", "x"], check=True, env=env)
+    monkeypatch.setattr(_common, "REPO_DIR", outer / "venv" / "fedopt")
+    assert _common._git_hash() is None  # it used to record the outer repository's HEAD
+    # the outer repository's own top folder is not fedopt either (no fedopt pyproject.toml)
+    monkeypatch.setattr(_common, "REPO_DIR", outer)
+    assert _common._git_hash() is None
+    (outer / "pyproject.toml").write_text('[project]\nname = "fedopt"\n')
+    head = subprocess.run(["git", "-C", str(outer), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert _common._git_hash() == head
