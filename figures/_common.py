@@ -65,7 +65,7 @@ def _git_hash() -> str | None:
     except (OSError, UnicodeDecodeError, subprocess.SubprocessError):
         return None
     lines = out.stdout.split()
-    if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != REPO_DIR:
+    if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != REPO_DIR.resolve():
         return None
     return lines[1]
 
