@@ -9,6 +9,7 @@ import numpy as np
 
 from fedopt.channel import draw_channel
 from fedopt.digital import kept_components, payload_bits, snr_hz
+from fedopt.errors import InvalidArgumentError
 from fedopt.instance import Instance
 from fedopt.solvers.bandwidth import allocate_min_latency
 from fedopt.solvers.result import Callback, SolveResult, SolverRun
@@ -39,6 +40,12 @@ def plan_tsfa(instance: Instance, *, seed: int = 0, round: int = 0,
     """
     from fedopt.plan import DigitalPlan
 
+    if instance.devices.energy_budget_j is not None:
+        raise InvalidArgumentError(
+            "devices.energy_budget_j: the tsfa method plans latency and bandwidth only and "
+            "does not model the devices' energy, so it cannot honour a per-round energy "
+            "budget; remove devices.energy_budget_j for tsfa, or plan the AirComp uplink "
+            "(airfl-lora), whose planner enforces it")
     run = SolverRun(METHOD, options={"nominal_sparsity": nominal_sparsity, "samples": samples,
                                      "seed": seed, "round": round})
     sel = select_rank(instance, avg_latency_budget_s=avg_latency_budget_s,

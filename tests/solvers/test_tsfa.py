@@ -349,3 +349,14 @@ def test_bad_inputs_raise_clear_errors(small_instance, rng):
         TSFAController(unbudgeted, 4, V=1.0)
     with pytest.raises(InvalidArgumentError, match="avg_latency_budget_s"):
         select_rank(unbudgeted, samples=2)
+
+
+def test_energy_budgets_are_refused_by_name(small_instance):
+    from fedopt.errors import InvalidArgumentError
+    from fedopt.solvers import solve
+
+    inst = small_instance.with_devices(energy_budget_j=1.0)
+    # TSFA does not model device energy: a budget it cannot honour must not pass silently
+    with pytest.raises(InvalidArgumentError, match="devices.energy_budget_j: the tsfa method"):
+        solve(inst, "tsfa", seed=0)
+    assert solve(inst, "airfl-lora", seed=0).solution.rank >= 1  # the AirComp planner takes it
