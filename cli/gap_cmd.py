@@ -40,6 +40,9 @@ def gap(
         "--sweep", help="Evaluate every candidate rank at this L instead of one rank.")] = None,
     plan_file: Annotated[Path | None, typer.Option(
         "--plan", help="Evaluate a saved plan: its rank, streams and beamformers.")] = None,
+    other_instance: Annotated[bool, typer.Option(
+        "--other-instance", help="Accept a --plan made for another instance of the same "
+        "shapes (its recorded digest differs).")] = False,
     beamforming: Annotated[str, typer.Option(
         "--beamforming", help="Beamforming method for L (auto: the planners' choice, multicast "
         "for L = 1 and beamforming above; beamforming, multicast, centroid, sdr, random, mrc, "
@@ -67,7 +70,7 @@ def gap(
         beamformers = None
         if plan_file is not None:
             rank, streams, beamformers, plan_draw = _from_plan(inst, plan_file, rank, streams,
-                                                               sweep)
+                                                               sweep, other_instance)
             if ch is None and plan_draw is not None:
                 seed, round_ = plan_draw
         if streams is None:
@@ -86,12 +89,13 @@ def gap(
             _sweep(inst, streams, beamformers, common, fmt, plot)
 
 
-def _from_plan(inst, path: Path, rank: int | None, streams: int | None, sweep: Any):
+def _from_plan(inst, path: Path, rank: int | None, streams: int | None, sweep: Any,
+               other_instance: bool = False):
     """(rank, streams, beamformers, (seed, round) or None) of ``--plan``."""
     from fedopt.errors import InvalidArgumentError
     from fedopt.plan import DigitalPlan, Plan
 
-    p = Plan.load(path).check(inst)
+    p = Plan.load(path).check(inst, same_instance=not other_instance)
     if isinstance(p, DigitalPlan):
         raise InvalidArgumentError(
             f"--plan: {path} is a digital (TSFA, FDMA) plan; fedopt gap evaluates the AirComp "

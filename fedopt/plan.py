@@ -146,8 +146,22 @@ class Plan:
             return np.array(self.receive_beamformers)
         return self.receive_beamformers * self.power_scale[:, None, None]
 
-    def check(self, instance: Instance) -> Plan:
-        """Raise :class:`PlanError` if the plan's shapes disagree with ``instance``."""
+    def check(self, instance: Instance, *, same_instance: bool = False) -> Plan:
+        """Raise :class:`PlanError` if the plan's shapes disagree with ``instance``.
+
+        With ``same_instance``, the plan must also have been made for this very instance: the
+        digest it records (:meth:`Instance.digest`) must equal the instance's, since a plan for
+        another instance of the same shapes (other powers, distances, budgets) fits the arrays
+        but not the physics.
+        """
+        if (same_instance and self.instance_digest
+                and self.instance_digest != instance.digest()):
+            raise PlanError(
+                f"the plan was made for instance {self.instance_name!r} (digest "
+                f"{self.instance_digest}), not for {instance.name!r} (digest "
+                f"{instance.digest()}): the two differ in some field, so its rank and "
+                "beamformers were not chosen for this one; pass --other-instance to use it "
+                "anyway")
         problems = []
         if not 1 <= self.rank <= instance.lora.max_rank:
             problems.append(

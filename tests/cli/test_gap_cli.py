@@ -144,3 +144,18 @@ def test_a_digital_plan_is_refused_by_name(invoke, tmp_path):
     # an AirComp round latency for an FDMA plan would be a wrong number printed as right
     assert res.exit_code == 2
     assert "is a digital (TSFA, FDMA) plan" in res.stderr and "tsfa-simulate" in res.stderr
+
+
+def test_a_plan_for_another_instance_is_refused_unless_asked(invoke, tmp_path, small_dict):
+    import yaml
+
+    path = tmp_path / "plan.json"
+    assert invoke("solve", "small", "-q", "-o", path).exit_code == 0
+    small_dict["devices"]["p_max_dbm"] = 10.0  # same shapes, other physics
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(small_dict))
+    res = invoke("gap", other, "--plan", path)
+    assert res.exit_code == 2 and "the plan was made for instance 'small'" in res.stderr
+    assert "--other-instance" in res.stderr
+    assert invoke("gap", other, "--plan", path, "--other-instance").exit_code == 0
+    assert invoke("gap", "small", "--plan", path).exit_code == 0  # its own instance
