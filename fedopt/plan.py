@@ -106,6 +106,12 @@ class Plan:
         for name, value in (("rank", self.rank), ("streams", self.streams)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise PlanError(f"{name}: got {value!r}, must be an integer >= 1")
+        for name in ("channel_seed", "channel_round"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, np.integer)) or value < 0):
+                raise PlanError(f"{name}: got {value!r}, must be an integer >= 0 or null (the "
+                                "channel draw the plan was solved on)")
         for name in self._ARRAYS:
             value = getattr(self, name)
             if value is None:

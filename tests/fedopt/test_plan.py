@@ -291,3 +291,17 @@ def test_all_zero_beamformers_are_refused(small_instance, tmp_path):
     np.savez(path, **arrays)
     with pytest.raises(PlanError, match="all zero"):
         Plan.load(path)
+
+
+@pytest.mark.parametrize("field, value", [("channel_seed", -1), ("channel_round", -2),
+                                          ("channel_seed", True), ("channel_seed", 1.5)])
+def test_a_bad_channel_draw_is_named_by_its_field(small_instance, tmp_path, field, value):
+    from fedopt.solvers import solve
+
+    path = solve(small_instance, "centroid-plan", seed=0).solution.save(tmp_path / "p.json")
+    data = json.loads(path.read_text())
+    data[field] = value
+    path.write_text(json.dumps(data))
+    # it used to surface later as "seed: got -1", naming no field of the plan file
+    with pytest.raises(PlanError, match=f"{field}: got {value!r}, must be an integer >= 0"):
+        Plan.load(path)
