@@ -192,7 +192,8 @@ def draw_channel(instance: Instance, seed: int, round: int = 0) -> Channel:
     Parameters
     ----------
     instance
-        Gives K, M, N_r, N_t, the path loss β_k and the fading model.
+        Gives K, M, N_r, N_t, the path loss β_k and the fading model; ``channel.model:
+        sionna`` draws TR 38.901 channels instead (:mod:`fedopt.sionna_channel`).
     seed
         Non-negative integer; the same (seed, round) always gives the same array.
     round
@@ -202,6 +203,11 @@ def draw_channel(instance: Instance, seed: int, round: int = 0) -> Channel:
         raise InvalidArgumentError(f"seed: got {seed!r}, must be a non-negative integer")
     if isinstance(round, bool) or not isinstance(round, (int, np.integer)) or round < 0:
         raise InvalidArgumentError(f"round: got {round!r}, must be a non-negative integer")
+    if instance.channel.model == "sionna":  # TR 38.901 via the optional Sionna extra
+        from fedopt.sionna_channel import draw_sionna_channel
+
+        return Channel(H=draw_sionna_channel(instance, int(seed), int(round)), seed=int(seed),
+                       round=int(round))
     k, m, nr, nt = instance.n_devices, instance.n_subcarriers, instance.n_rx, instance.n_tx
     spec = instance.channel
     p_tap = spec.tap_powers()

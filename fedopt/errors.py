@@ -18,6 +18,7 @@ __all__ = [
     "CorpusError",
     "InfeasibleError",
     "SolverError",
+    "MissingDependencyError",
 ]
 
 
@@ -103,3 +104,8 @@ class CheckpointError(FedOptError, ValueError):
 class CorpusError(FedOptError, ValueError):
     """The shipped text-corpus snapshot is missing, corrupt (checksum mismatch) or of another
     version than this fedopt expects."""
+
+
+class MissingDependencyError(FedOptError, ImportError):
+    """An optional extra that the input asks for is not installed (e.g. ``channel.model:
+    sionna`` without ``pip install "fedopt[sionna]"``); the message names the extra."""

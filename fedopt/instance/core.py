@@ -31,6 +31,7 @@ from fedopt.instance.parsing import read_file, read_sections
 from fedopt.instance.sections import (
     ALGORITHM_FACTORS,
     ALGORITHM_PAYLOADS,
+    SIONNA_DEFAULTS,
     TESTBED_TASKS,
     AirCompSpec,
     ChannelSpec,
@@ -41,6 +42,7 @@ from fedopt.instance.sections import (
     OFDMSpec,
     ServerSpec,
 )
+from fedopt.sionna_channel import instance_errors
 from fedopt.units import db_to_linear, dbm_to_watt
 
 __all__ = ["Instance"]
@@ -95,6 +97,7 @@ class Instance:
                 f"sends {ALGORITHM_FACTORS[algorithm]!r}; set lora.factors: "
                 f"{ALGORITHM_FACTORS[algorithm]} or choose an algorithm that sends "
                 f"{self.lora.factors} ({', '.join(_algorithms_for(self.lora.factors))})")
+        errors += instance_errors(self)  # distances and Doppler of channel.model: sionna
         if errors:
             raise InvalidInstanceError(errors, source=self.name)
 
@@ -142,8 +145,10 @@ class Instance:
                     value = list(value)
                 if section == "devices" and isinstance(value, list) and len(set(value)) == 1:
                     value = value[0]  # a per-device field that is the same everywhere
-                if value is None or (key == "spectrum_values" and not value):
-                    del d[key]
+                if value is None or (key == "spectrum_values" and not value) or (
+                        section == "channel" and key in SIONNA_DEFAULTS
+                        and SIONNA_DEFAULTS[key] == value):
+                    del d[key]  # a Sionna field at its default is refilled when read
                     continue
                 d[key] = value
             out[section] = d

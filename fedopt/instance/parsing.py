@@ -18,9 +18,15 @@ from fedopt.instance._schema import MISSING, Reader
 from fedopt.instance.sections import (
     ALGORITHMS,
     BITS_PER_PARAM,
+    CHANNEL_MODELS,
     FACTOR_MODES,
     FADING_MODELS,
+    LOS_STATES,
+    O2I_MODELS,
     PATH_LOSS_MODELS,
+    SIONNA_FIELDS,
+    SIONNA_PROFILES,
+    SIONNA_SCENARIOS,
     SPECTRUM_KINDS,
     TESTBEDS,
     AirCompSpec,
@@ -33,6 +39,7 @@ from fedopt.instance.sections import (
     OFDMSpec,
     ServerSpec,
 )
+from fedopt.sionna_channel import CARRIER_RANGE_HZ
 
 __all__ = ["SECTION_READERS", "read_section", "read_sections", "parse_text", "read_file",
            "yaml_loader"]
@@ -93,8 +100,52 @@ def _read_channel(r: Reader) -> ChannelSpec | None:
         path_loss=r.choice("path_loss", PATH_LOSS_MODELS),
         carrier_hz=r.number("carrier_hz", gt=0),
     )
+    sionna = _read_sionna_fields(r, out["carrier_hz"])
     r.finish()
-    return ChannelSpec(**out) if _complete(out) else None
+    if not _complete(out) or sionna is None:
+        return None
+    return ChannelSpec(**out, **sionna)
+
+
+def _read_sionna_fields(r: Reader, carrier_hz: Any) -> dict[str, Any] | None:
+    """``model``, ``scenario`` and the Sionna-only fields; None where one failed. A field needs
+    the model and scenario it applies to (:data:`SIONNA_FIELDS`)."""
+    n_errors = len(r.errors)
+    out = dict(
+        model=r.choice("model", CHANNEL_MODELS),
+        scenario=r.choice("scenario", SIONNA_SCENARIOS),
+        profile=r.choice("profile", SIONNA_PROFILES),
+        delay_spread_s=r.number("delay_spread_s", gt=0),
+        speed_m_s=r.number("speed_m_s", ge=0),
+        los=r.choice("los", LOS_STATES),
+        o2i=r.choice("o2i", O2I_MODELS),
+    )
+    model, scenario = out["model"], out["scenario"]
+    if r.given("model") and model is None:
+        pass  # a bad model: reported above, nothing else to check against
+    elif model != "sionna":
+        for key in ("scenario", *SIONNA_FIELDS):
+            if r.given(key):
+                r.errors.append(f"{r.path}.{key}: applies only with {r.path}.model: sionna "
+                                f"(the built-in model has no {key}); add model: sionna or "
+                                "remove it")
+    elif not r.given("scenario"):
+        r.errors.append(f"{r.path}.scenario: required when {r.path}.model is sionna; must be "
+                        f"one of {', '.join(SIONNA_SCENARIOS)}")
+    elif scenario is not None:
+        for key, scenarios in SIONNA_FIELDS.items():
+            if r.given(key) and scenario not in scenarios:
+                which = "scenarios " + ", ".join(scenarios) if len(scenarios) > 1 \
+                    else f"scenario {scenarios[0]}"
+                r.errors.append(f"{r.path}.{key}: applies only to {which}, not {scenario}")
+        if scenario == "rma" and out["o2i"] == "high":
+            r.errors.append(f"{r.path}.o2i: got 'high', but scenario rma has only the low-loss "
+                            "O2I model; must be one of none, low")
+        lo, hi = CARRIER_RANGE_HZ
+        if isinstance(carrier_hz, float) and not lo <= carrier_hz <= hi:
+            r.errors.append(f"{r.path}.carrier_hz: got {carrier_hz:g}, the TR 38.901 models "
+                            f"of model: sionna cover {lo:g} to {hi:g} Hz")
+    return None if len(r.errors) > n_errors else out
 
 
 def _read_layers(r: Reader) -> list[LoRALayer] | None:

@@ -16,6 +16,13 @@ from fedopt.channel import PATH_LOSS_MODELS
 __all__ = [
     "PATH_LOSS_MODELS",
     "FADING_MODELS",
+    "CHANNEL_MODELS",
+    "SIONNA_SCENARIOS",
+    "SIONNA_PROFILES",
+    "LOS_STATES",
+    "O2I_MODELS",
+    "SIONNA_DEFAULTS",
+    "SIONNA_FIELDS",
     "FACTOR_MODES",
     "SPECTRUM_KINDS",
     "TESTBEDS",
@@ -36,6 +43,26 @@ __all__ = [
 ]
 
 FADING_MODELS = ("rayleigh", "rician")
+#: ``channel.model``: the built-in statistical model, or TR 38.901 channels drawn by Sionna
+CHANNEL_MODELS = ("builtin", "sionna")
+#: ``channel.scenario`` of ``model: sionna``: system-level scenarios (UMi street canyon, UMa,
+#: RMa; TR 38.901 §7.2) and the link-level profiles (TDL, CDL; §7.7)
+SIONNA_SCENARIOS = ("umi", "uma", "rma", "tdl", "cdl")
+#: ``channel.profile`` of the link-level scenarios (TDL-A..E, CDL-A..E; D and E are LoS)
+SIONNA_PROFILES = ("A", "B", "C", "D", "E")
+#: ``channel.los`` of the system-level scenarios: drawn from the LoS probability, or forced
+LOS_STATES = ("random", "los", "nlos")
+#: ``channel.o2i``: devices outdoor, or all indoor with the low- or high-loss O2I model
+O2I_MODELS = ("none", "low", "high")
+#: the Sionna-only fields of ``channel`` → the scenarios they apply to
+SIONNA_FIELDS = {"profile": ("tdl", "cdl"), "delay_spread_s": ("tdl", "cdl"),
+                 "speed_m_s": SIONNA_SCENARIOS, "los": ("umi", "uma", "rma"),
+                 "o2i": ("umi", "uma", "rma")}
+#: what a Sionna-only field that a ``model: sionna`` file leaves out means (filled in by
+#: :class:`ChannelSpec`); ``Instance.to_dict`` writes such a field only when it is neither None
+#: (the built-in model: digests unchanged) nor its default (so another scenario can be swapped in)
+SIONNA_DEFAULTS = {"profile": "A", "delay_spread_s": 100e-9, "speed_m_s": 0.0,
+                   "los": "random", "o2i": "none"}
 FACTOR_MODES = ("AB", "A", "B")
 SPECTRUM_KINDS = ("power_law", "measured")
 #: the fine-tuning testbeds of the validation loop (fedopt.fl.testbed)
@@ -153,7 +180,24 @@ class ChannelSpec:
         Large-scale model (:func:`fedopt.channel.path_loss_db`): 128.1 + 37.6 log10(d_km);
         32.4 + 21 log10(d_m) + 20 log10(f_GHz); or free-space 20 log10(4π d f / c).
     carrier_hz : float
-        Carrier frequency (used by the frequency-dependent path-loss models).
+        Carrier frequency (used by the frequency-dependent path-loss models and by Sionna).
+    model : {"builtin", "sionna"} or None
+        None (the default; ``builtin`` reads as None): the model above. ``sionna``: TR 38.901
+        channels drawn by Sionna (:mod:`fedopt.sionna_channel`, the ``fedopt[sionna]`` extra);
+        ``fading``, ``rician_k_db``, ``n_taps`` and ``tap_decay`` are then unused, and
+        ``path_loss`` only scales the link-level scenarios (``tdl``, ``cdl``).
+    scenario : {"umi", "uma", "rma", "tdl", "cdl"} or None
+        The TR 38.901 scenario; required with ``model: sionna``, an error without it.
+    profile, delay_spread_s : str, float or None
+        ``tdl``, ``cdl`` only: the profile (A..E, default A) and the RMS delay spread it is
+        scaled to (default 100 ns); UMi/UMa/RMa draw their delay spread.
+    speed_m_s : float or None
+        Device speed (default 0): Sionna's Doppler term, and the Doppler check of
+        :func:`fedopt.sionna_channel.instance_errors`.
+    los, o2i : str or None
+        ``umi``, ``uma``, ``rma`` only. LoS state: ``random`` (default; drawn per seed from the
+        LoS probability), ``los`` or ``nlos``. O2I: ``none`` (default; outdoor) or ``low`` /
+        ``high`` (all devices indoor with that penetration-loss model; RMa: ``low`` only).
     """
 
     fading: str = "rayleigh"
@@ -162,6 +206,21 @@ class ChannelSpec:
     tap_decay: float = 1.5
     path_loss: str = "3gpp-uma"
     carrier_hz: float = 3.5e9
+    model: str | None = None
+    scenario: str | None = None
+    profile: str | None = None
+    delay_spread_s: float | None = None
+    speed_m_s: float | None = None
+    los: str | None = None
+    o2i: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.model == "builtin":
+            object.__setattr__(self, "model", None)
+        if self.model == "sionna" and self.scenario in SIONNA_SCENARIOS:
+            for name, scenarios in SIONNA_FIELDS.items():
+                if self.scenario in scenarios and getattr(self, name) is None:
+                    object.__setattr__(self, name, SIONNA_DEFAULTS[name])
 
     def tap_powers(self) -> np.ndarray:
         """Power-delay profile p_ℓ (sums to one)."""

@@ -11,7 +11,11 @@ from fedopt.instance import (
     BITS_PER_PARAM,
     FACTOR_MODES,
     FADING_MODELS,
+    LOS_STATES,
+    O2I_MODELS,
     PATH_LOSS_MODELS,
+    SIONNA_PROFILES,
+    SIONNA_SCENARIOS,
     SPECTRUM_KINDS,
     TESTBEDS,
     DevicesSpec,
@@ -36,7 +40,10 @@ MINIMAL = {
 #: the allowed values of the choice fields
 OPTIONS = {"fading": FADING_MODELS, "path_loss": PATH_LOSS_MODELS, "factors": FACTOR_MODES,
            "spectrum_kind": SPECTRUM_KINDS, "bits_per_param": BITS_PER_PARAM,
-           "testbed": TESTBEDS, "algorithm": ALGORITHMS}
+           "testbed": TESTBEDS, "algorithm": ALGORITHMS,
+           # channel.model: sionna (builtin reads as the default None), and its fields
+           "model": ("sionna",), "scenario": SIONNA_SCENARIOS, "profile": SIONNA_PROFILES,
+           "los": LOS_STATES, "o2i": O2I_MODELS}
 
 
 def _defaulted(key: str) -> list[dataclasses.Field]:
@@ -98,6 +105,8 @@ def test_changing_a_field_default_changes_what_an_omitting_file_reads(monkeypatc
         data = dict(MINIMAL[key])
         if f.name == "spectrum_kind":  # "measured" needs its values
             data["spectrum_values"] = [1.0]
+        if f.name == "model":  # "sionna" needs its scenario
+            data["scenario"] = "umi"
         with monkeypatch.context() as m:
             m.setattr(f, "default", new)
             got = getattr(_read(key, data), f.name)
