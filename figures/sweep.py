@@ -27,8 +27,10 @@ def read_table(path: str | os.PathLike):
     try:
         import pandas as pd
     except ImportError:
-        raise InvalidArgumentError('the sweep figure needs pandas: pip install "fedopt[dask]"'
-                                   ) from None
+        from fedopt.errors import MissingDependencyError
+
+        raise MissingDependencyError('the sweep figure needs pandas: pip install '
+                                     '"fedopt[dask]"') from None
     path = Path(path)
     if not path.is_file():
         raise InvalidArgumentError(f"--table: no such file {str(path)!r}; pass the "

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from fedopt.errors import FedOptError, InvalidArgumentError
+from fedopt.errors import InvalidArgumentError, MissingDependencyError
 from fedopt.solvers.sweeps.cells import Cell, expand
 from fedopt.solvers.sweeps.runner import error_record, run_cell
 from fedopt.solvers.sweeps.spec import SweepSpec, load_sweep
@@ -48,8 +48,8 @@ def _need(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise FedOptError(f"fedopt sweep needs {module.split('.')[0]}, which is not installed: "
-                          'pip install "fedopt[dask]"') from None
+        raise MissingDependencyError(f"fedopt sweep needs {module.split('.')[0]}, which is not "
+                                     'installed: pip install "fedopt[dask]"') from None
 
 
 def _client(scheduler: str | None, workers: int) -> tuple[Any, Any]:

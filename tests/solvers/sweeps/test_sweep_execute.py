@@ -197,3 +197,31 @@ def test_a_validate_cell_is_the_validation_run():
         assert row[key] == want[key], key
     assert row["base_eval_loss"] == report["base_eval_loss"]
     assert not [c for c in row if c.endswith("_std")]
+
+
+def test_a_sweep_runs_on_sionna_channels():
+    pytest.importorskip("sionna.phy")
+    spec = SweepSpec.from_dict({"schema_version": 1, "instance": "small",
+                                "grid": {"channel.model": ["sionna"],
+                                         "channel.scenario": ["umi", "tdl"]},
+                                "methods": ["airfl-lora"], "seeds": [0]})
+    table = sweep(spec, scheduler="synchronous")
+    assert table.error.tolist() == ["", ""]
+    for cell, row in zip(expand(spec), table.to_dict("records"), strict=True):
+        inst = Instance.from_dict(cell.instance)
+        assert inst.channel.scenario == row["channel.scenario"]
+        want = solve(inst, "airfl-lora", seed=0)  # the Sionna draw of seed 0, round 0
+        assert (row["rank"], row["gap"]) == (want.solution.rank, want.objective)
+
+
+def test_without_dask_the_extra_is_named(monkeypatch):
+    import sys
+
+    from fedopt.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    spec = SweepSpec.from_dict({**SPEC.to_dict(), "grid": {}, "seeds": [0],
+                                "methods": ["airfl-lora"]})
+    with pytest.raises(MissingDependencyError, match=r'pip install "fedopt\[dask\]"'):
+        sweep(spec, workers=1)
+    assert len(sweep(spec, scheduler="synchronous")) == 1  # in-process needs no Dask
