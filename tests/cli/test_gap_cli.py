@@ -118,11 +118,23 @@ def test_text_output_of_one_configuration(invoke, small_instance):
     (["--rank", "2", "--beamforming", "magic"], "--beamforming"),
     (["--rank", "33"], "1..32"),  # above min(d_out, d_in) = 32 of the layers
 ])
-def test_misuse_exits_2_with_a_message(invoke, tmp_path, args, message):
+def test_misuse_exits_2_with_a_message(invoke, tmp_path, monkeypatch, args, message):
+    # the relative x.png resolves against the working directory: run in tmp_path, so that the
+    # check below looks where a figure written by mistake would land
+    monkeypatch.chdir(tmp_path)
     out = invoke("gap", "small", *args)
     assert out.exit_code == 2, out.output
     assert out.output.startswith("error:") and message in out.output
-    assert not (tmp_path / "x.png").exists()
+    assert list(tmp_path.iterdir()) == []  # no x.png, nor anything else
+
+
+def test_a_relative_plot_path_lands_in_the_working_directory(invoke, tmp_path, monkeypatch):
+    # the positive control of the misuse test: the same relative name, used correctly, is
+    # written exactly where that test looks
+    monkeypatch.chdir(tmp_path)
+    out = invoke("gap", "small", "--sweep", "rank", "--plot", "x.png")
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "x.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_plan_stream_mismatch_exits_2(invoke, tmp_path, small_instance):

@@ -161,7 +161,27 @@ def test_gap_vs_rank_trade_off(made):
     assert np.all(np.diff(d["p_dbm"]) > 0)  # curves ordered by SNR
     assert all(all(f) for f in d["feasible"])  # every plotted rank meets the latency budget
     terms = {k: np.asarray(v) for k, v in d["terms"].items()}
-    np.testing.assert_allclose(sum(terms.values()), gap, rtol=1e-12)  # G is the sum of terms
+    # G and its terms against spec 03 §1 written out for ``default`` (K = 20, M = 64, L = 1,
+    # 12 × (2304 × 768) weights, default learning constants: L_s = 10, μ = λ = 0.05, σ_g² = 1,
+    # Δ0 = 2, v = 1, β = 0, s_i = 1/i; b = 16, T = 200) at each curve's Σ_m MSE_m
+    from fedopt.instance import load_instance
+
+    lrn = load_instance("default").learning  # the constants written out below
+    assert (lrn.smoothness, lrn.pl_constant, lrn.step_size, lrn.grad_variance, lrn.initial_gap,
+            lrn.update_scale, lrn.update_scale_exponent, lrn.spectrum_s1, lrn.spectrum_alpha,
+            lrn.batch_size, lrn.rounds) == (10.0, 0.05, 0.05, 1.0, 2.0, 1.0, 0.0, 1.0, 1.0, 16,
+                                            200)
+    gain = 10.0 * 0.05 / (2 * 0.05)
+    for i, mse_sum in enumerate(d["mse_sum"]):
+        want = {"contraction": np.full(ranks.shape, 2.0 * (1 - 0.05 * 0.05) ** 200),
+                "sampling_noise": np.full(ranks.shape, gain * 1.0 / (20 * 16)),
+                "aggregation_distortion": gain * ranks * 12 * (2304 + 768) / 64 * mse_sum,
+                "rank_truncation": np.array([10.0 / 2 * 12 * sum(j**-2.0 for j in range(
+                    int(r) + 1, 769)) for r in ranks])}
+        for k, v in want.items():
+            # rel 1e-12: sums of up to 768 positive terms in another order, one float power
+            np.testing.assert_allclose(terms[k][i], v, rtol=1e-12, err_msg=k)
+        np.testing.assert_allclose(gap[i], sum(want.values()), rtol=1e-12)  # as above
     # r* is the argmin of the plotted curve, and the planner's value there
     for i, r_star in enumerate(d["r_star"]):
         assert r_star == int(ranks[np.argmin(gap[i])])

@@ -4,6 +4,7 @@ factor-aggregation error of §2 by its algebraic identity and by Monte-Carlo."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -37,6 +38,22 @@ LEARNING = {"smoothness": 8.0, "pl_constant": 0.1, "step_size": 0.1, "grad_varia
 _variant = make_instance
 
 
+def _closed_form_terms(rank: int, streams: int, mse_sum: float, *, beta: float = 0.0,
+                       rounds: int = 50) -> dict[str, float]:
+    """The four terms of spec 03 §1 written out for LAYERS, LEARNING and ``small`` (K = 3,
+    M = 4): q(r) = 216 r, v(r) = 1.7 r^(−β), noise gain L_s λ / (2μ) = 4."""
+    ls, mu, lam, var, delta0, v, b, k, m = 8.0, 0.1, 0.1, 2.5, 3.0, 1.7, 8, 3, 4
+    gain = ls * lam / (2 * mu)
+    q = rank * (3 * (16 + 24) + 2 * (40 + 8))
+    tail = sum(layer["count"] * (2.0 * i ** -0.7) ** 2 for layer in LAYERS
+               for i in range(rank + 1, min(layer["d_out"], layer["d_in"]) + 1))
+    return {"contraction": delta0 * (1 - lam * mu) ** rounds,
+            "sampling_noise": gain * var / (k * b),
+            "aggregation_distortion": gain * (v * rank ** -beta) ** 2 * q / (streams * m)
+            * mse_sum,
+            "rank_truncation": ls / 2 * tail}
+
+
 @pytest.fixture
 def inst(small_dict) -> Instance:
     """The ``small`` preset (K = 3, N_r = 4, N_t = 2, M = 4) with LAYERS and LEARNING."""
@@ -64,7 +81,17 @@ def test_every_term_is_non_negative_and_finite(inst, timed, budget):
     for name, value in terms.items():
         assert value.shape == (16, 2, 4), name
         assert np.all(np.isfinite(value)) and np.all(value >= 0), name
-    assert_array_equal(gap.total(ranks, streams, mse), sum(terms.values()))
+    # the total against the closed form of every term (not against its own sum of terms)
+    total = gap.total(ranks, streams, mse)
+    for i, r in enumerate(ranks[:, 0, 0]):
+        for j, s in enumerate(streams[0, :, 0]):
+            rounds = (math.floor(2.5 / float(timed.aircomp_latency_s(int(r), int(s))))
+                      if budget else 50)
+            for n, mse_sum in enumerate(mse[0, 0]):
+                want = sum(_closed_form_terms(int(r), int(s), float(mse_sum),
+                                              rounds=rounds).values())
+                # rel 1e-13: ≤ 30 positive terms summed in another order, and pow
+                assert total[i, j, n] == pytest.approx(want, rel=1e-13), (r, s, mse_sum)
 
 
 def test_rank_truncation_falls_strictly_until_the_spectrum_ends(inst):
@@ -181,6 +208,39 @@ def test_distortion_closed_form(small_dict, factors, per_rank):
             want = (ls * lam / (2 * mu)) * v**2 * (rank * per_rank) / (streams * m) * mse_sum
             got = gap.terms(rank, streams, mse_sum)["aggregation_distortion"]
             assert float(got) == pytest.approx(want, rel=1e-14)  # rel 1e-14: order of products
+
+
+# β ≠ 0: v(r) = v r^(−β) (``learning.update_scale_exponent``). By hand, with q(r) = 216 r,
+# M = 4, v² = 2.89 and noise gain 4: D = 4 · 2.89 r^(−2β) · 216 r / (4 L) · Σ MSE
+#                                      = 624.24 · r^(1 − 2β) / L · Σ MSE.
+@pytest.mark.parametrize("beta, rank, streams, coefficient", [
+    (0.5, 1, 1, 624.24), (0.5, 8, 1, 624.24), (0.5, 4, 2, 312.12),  # β = 1/2: D is rank-free
+    (1.0, 4, 2, 78.03),  # 624.24 / 4 / 2: D falls like 1/r
+    (0.25, 4, 1, 1248.48),  # 624.24 · √4
+    (0.3, 8, 2, 312.12 * 2 ** 1.2),  # 624.24 · 8^0.4 / 2
+])
+def test_distortion_closed_form_with_a_rank_dependent_update_scale(inst, beta, rank, streams,
+                                                                   coefficient):
+    mse_sum = 7.3e-4
+    via_instance = AirFLGap(inst.replace(learning={**LEARNING, "update_scale_exponent": beta}))
+    base = AirFLGap(inst)
+    via_constants = AirFLGap(inst, constants=dataclasses.replace(
+        base.constants, update_scale_exponent=beta))
+    for gap in (via_instance, via_constants):
+        assert gap.constants.update_scale_exponent == beta
+        terms = gap.terms(rank, streams, mse_sum)
+        # rel 1e-13: a handful of products and one non-integer power
+        assert float(terms["aggregation_distortion"]) == pytest.approx(coefficient * mse_sum,
+                                                                       rel=1e-13)
+        # β enters the distortion only: the other terms are those of β = 0
+        flat = base.terms(rank, streams, mse_sum)
+        for name in ("contraction", "sampling_noise", "rank_truncation"):
+            assert terms[name] == flat[name], name
+        want = sum(_closed_form_terms(rank, streams, mse_sum, beta=beta).values())
+        assert float(gap.total(rank, streams, mse_sum)) == pytest.approx(want, rel=1e-13)
+    # and β = 0 is the plain constant-scale value 624.24 · r / L · Σ MSE
+    assert float(base.terms(rank, streams, mse_sum)["aggregation_distortion"]) == \
+        pytest.approx(624.24 * rank / streams * mse_sum, rel=1e-13)  # as above
 
 
 def test_rank_truncation_power_law_closed_form(inst):

@@ -224,17 +224,17 @@ def test_a_diverging_run_is_reported_as_diverged(model_seed, lr, steps):
 
 
 def test_a_huge_but_finite_loss_does_not_overflow_the_perplexity():
-    # this setting ends with finite losses of hundreds of nats: exp() of them overflows a float,
-    # so the perplexity is reported as inf instead of raising OverflowError
+    # fixed seeds (not the suite's rng): this setting ends with a finite held-out loss of
+    # ~7e5 nats (train loss ~436 in the last round), far past 700 where exp() overflows a float.
+    # The run must complete (a finite loss is not divergence) and report the perplexity as inf
+    # instead of raising OverflowError
     one = make_federated_data(1, max_chars_per_topic=400, seed=0)
     model = tiny_model(one, 1, target=HEAD_TOO)
-    try:
-        res = run_federated(model, one, IdealAggregator(),
-                            loop_cfg(1, rounds=4, local_steps=3, lr=3.0, batch_size=8,
-                                     eval_every=4))
-    except InvalidArgumentError as exc:  # a non-finite state is reported as divergence
-        assert "diverged" in str(exc)
-        return
+    res = run_federated(model, one, IdealAggregator(),
+                        loop_cfg(1, rounds=4, local_steps=3, lr=3.0, batch_size=8,
+                                 eval_every=4))
+    assert res.completed
     last = res.history[-1]
-    assert last["perplexity"] == (math.exp(last["eval_loss"]) if last["eval_loss"] < 700
-                                  else math.inf)
+    assert math.isfinite(last["eval_loss"]) and last["eval_loss"] > 700  # the overflow case
+    assert last["perplexity"] == math.inf
+    assert all(math.isfinite(r["train_loss"]) for r in res.history)

@@ -17,7 +17,6 @@ import pytest
 from fedopt.channel import draw_channel
 from fedopt.digital import payload_bits, snr_hz
 from fedopt.errors import InfeasibleError
-from fedopt.gap_models.tsfa import TSFABound
 from fedopt.solvers.bandwidth import allocate_min_latency
 from fedopt.solvers.result import Status
 from fedopt.solvers.tsfa import select_rank
@@ -27,9 +26,20 @@ def test_rank_shrinks_as_the_budget_tightens(small_instance):
     loose = select_rank(small_instance, avg_latency_budget_s=10.0, samples=20)
     sel = loose.solution
     assert loose.status is Status.ESTIMATED and sel.rank == max(small_instance.lora.ranks)
-    bound = TSFABound(small_instance)
-    assert loose.objective == pytest.approx(  # the same formula: round-off only
-        float(bound.total(sel.rank, bound.nominal_drop_error(sel.rank, 0.0))), rel=1e-12)
+    # G(8) at no sparsification, written out (spec 03 §3): ``small`` has the default learning
+    # constants, four adapted 32 × 32 weights and the power-law spectrum s_i = 1/i; c1 = 1,
+    # c2 = 4, c3 = 1, G = 1 (TSFAConstants' defaults); K = 3
+    lrn = small_instance.learning
+    assert (lrn.smoothness, lrn.step_size, lrn.grad_variance, lrn.local_steps, lrn.initial_gap,
+            lrn.rounds, lrn.spectrum_s1, lrn.spectrum_alpha) == (10.0, 0.05, 1.0, 1, 2.0, 200,
+                                                                  1.0, 1.0)
+    tail = 4 * sum(i**-2.0 for i in range(sel.rank + 1, 33))  # Σ over the dropped s_i²
+    want = (2 * 2.0 / (0.05 * 200)  # optimization 2Δ0/(ηT)
+            + 1.0 * 0.05 * 10.0 * 1.0 / 3  # noise c1 η L σ² / K
+            + 4.0 * 0.05**2 * 10.0**2 * 1**2 * 1.0**2  # drift c2 η² L² E² G²
+            + 1.0 * 10.0 / 2 * tail)  # rank c3 (L/2) Σ_l Σ_{i>r} s_i²; no sparsification
+    # rel 1e-13: two dozen positive terms summed in another order
+    assert loose.objective == pytest.approx(want, rel=1e-13)
     # expected latency grows with the rank (bigger payload, same channels)
     assert np.all(np.diff(sel.expected_latency_s) > 0)
     budgets = np.sort(np.concatenate([sel.expected_latency_s * 1.001, [10.0]]))[::-1]
