@@ -25,8 +25,10 @@ def _flag_type_rich(self, ctx):  # noqa: ANN001 - typer's signature
     return _option_type_rich(self, ctx)
 
 
-_option_type_rich = typer.core.TyperOption.display_type_rich
-typer.core.TyperOption.display_type_rich = _flag_type_rich
+# typer >= 0.21 renders a flag's type as <bool>; older releases (which Flower pins) show none
+_option_type_rich = getattr(typer.core.TyperOption, "display_type_rich", None)
+if _option_type_rich is not None:
+    typer.core.TyperOption.display_type_rich = _flag_type_rich
 
 app = typer.Typer(
     name="fedopt",
