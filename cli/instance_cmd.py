@@ -170,3 +170,61 @@ def validate(
         extra = f" and channel {channel}" if channel is not None else ""
         typer.echo(f"OK: {source}{extra} (instance {inst.name!r}, K = {inst.n_devices}, "
                    f"N_t = {inst.n_tx}, N_r = {inst.n_rx}, M = {inst.n_subcarriers})")
+
+
+def render_layers(model: str, targets: list[str] | None, layers: list[dict]) -> str:
+    """The ``lora.layers`` of a model as a commented YAML snippet of an instance file."""
+    import yaml
+
+    q = sum(d["count"] * (d["d_out"] + d["d_in"]) for d in layers)
+    head = (f"# LoRA layers of {model} (targets: "
+            f"{','.join(targets) if targets else 'PEFT default for the model type'}): "
+            f"q(r) = {q} r reals per round (factors AB), max rank "
+            f"{min(min(d['d_out'], d['d_in']) for d in layers)}\n")
+    return head + yaml.safe_dump({"lora": {"layers": layers}}, sort_keys=False,
+                                 default_flow_style=None).rstrip()
+
+
+@app.command("layers")
+def layers(
+    model: Annotated[Path, typer.Option(
+        "--model", help="A local Hugging Face causal LM directory (config.json; nothing is "
+        "downloaded). Needs fedopt[hf].")],
+    target: Annotated[str | None, typer.Option(
+        "--target", help="Comma-separated module names LoRA adapts (default: PEFT's default "
+        "for the model type, c_attn for GPT-2, q_proj,v_proj for Llama).")] = None,
+    source: Annotated[str, typer.Option(
+        "--instance", help="Instance (file or preset) that -o copies with these layers.")]
+    = "char-tasks",
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="Write a copy of --instance with these lora.layers (.yaml or "
+        ".json; candidate ranks above the layers' largest rank are dropped).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
+    = OutputFormat.text,
+) -> None:
+    """Print the lora.layers (name, d_out, d_in, count) that PEFT LoRA adapts in a Hugging Face
+    model, so an instance's q(r) is the payload `fedopt validate --model` sends; -o writes an
+    instance with them."""
+    with user_errors():
+        from fedopt.fl.hf import model_layers, resolve_targets
+        from fedopt.fl.recipe import with_layers
+        from fedopt.instance import load_instance
+
+        if output is not None and output.exists() and not force:
+            err(f"error: {output} exists; pass --force to overwrite it")
+            raise typer.Exit(code=2)
+        found = model_layers(model, target)
+        targets = None if target is None else list(resolve_targets(None, target))
+        q = sum(d["count"] * (d["d_out"] + d["d_in"]) for d in found)
+        if fmt is OutputFormat.json:
+            print_json({"model": str(model), "target_modules": targets, "layers": found,
+                        "params_per_rank": q,
+                        "max_rank": min(min(d["d_out"], d["d_in"]) for d in found)})
+        else:
+            typer.echo(render_layers(str(model), targets, found))
+        if output is not None:
+            inst = with_layers(load_instance(source), found)
+            inst.save(output)
+            err(f"wrote {output} (instance {inst.name!r} with these lora.layers: q(r) = {q} r, "
+                f"ranks {list(inst.lora.ranks)})")

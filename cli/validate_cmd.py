@@ -136,6 +136,9 @@ def render_table(report: dict[str, Any]) -> str:
         f"(mean over seeds); algorithm {_algorithms_of(report)}; {s['optimizer']} lr "
         f"{s[_lr_field(s['optimizer'], None)]:g}; aircomp path {s['mode']}; "
         f"{report['wall_s']:.0f} s",
+        *([f"model {report['data']['model']['path']} "
+           f"({report['data']['model']['model_type']}, PEFT LoRA; loss in nats per token)"]
+          if report.get("data", {}).get("model") else []),
         "base model (before fine-tuning): eval loss "
         f"{_fmt(report.get('base_eval_loss'), '.4f')}; retained = fine-tuning gain retained, "
         "(base − method) / (base − ideal)",
@@ -151,6 +154,17 @@ def render_table(report: dict[str, Any]) -> str:
         out.append(f"results written to {report['out_dir']}/ (validate.json, "
                    f"<method>/seed-<s>/rounds.jsonl)")
     return "\n".join(out)
+
+
+def _note_model(report: dict[str, Any]) -> None:
+    """Say on stderr when the instance's lora.layers were replaced by the model's."""
+    info = report.get("data", {}).get("model")
+    if info and info.get("layers_replaced"):
+        shown = ", ".join(f"{x['count']} x ({x['d_out']} x {x['d_in']}) {x['name']}"
+                          for x in info["lora_layers"])
+        err(f"note: instance {report['instance']!r} planned with the lora.layers of the model "
+            f"{info['path']}: {shown} (write such an instance with `fedopt instance layers "
+            f"--model {info['path']} -o FILE`)")
 
 
 def validate(
@@ -203,6 +217,16 @@ def validate(
     device: Annotated[str, typer.Option(
         "--device", help="Where the loop trains: cpu (bit-exact) or cuda[:N] where torch sees "
         "a GPU.")] = "cpu",
+    model: Annotated[Path | None, typer.Option(
+        "--model", help="A local Hugging Face causal LM directory (config.json, "
+        "model.safetensors, tokenizer; nothing is downloaded) to fine-tune with PEFT LoRA "
+        "instead of the testbed's character model; the testbed's text is re-tokenized with "
+        "its tokenizer, and an instance gets the model's lora.layers (see `fedopt instance "
+        "layers`). Needs fedopt[hf].")] = None,
+    target: Annotated[str | None, typer.Option(
+        "--target", help="With --model: comma-separated module names LoRA adapts (default: "
+        "PEFT's default for the model type, c_attn for GPT-2, q_proj,v_proj for Llama).")]
+    = None,
 ) -> None:
     """Run a plan through the federated LoRA loop and compare predicted with measured
     aggregation error, loss, perplexity, latency and energy (optionally against baselines)."""
@@ -219,6 +243,7 @@ def validate(
             base, rounds=rounds or base.rounds,
             seeds=_parse_seeds(seeds) if seeds is not None else base.seeds,
             optimizer=optimizer, mode=mode, device=device, mira_graph=mira_graph,
+            model=None if model is None else str(model), target_modules=target,
             **({} if lr is None else {_lr_field(optimizer, algs): lr}))
         extra: tuple[str, ...] = ()
         if compare is not None:
@@ -234,6 +259,7 @@ def validate(
             print_json(report)
         else:
             typer.echo(render_table(report))
+        _note_model(report)
         failed = [k for k, v in report["methods"].items() if v.get("final_eval_loss") is None]
         if failed:
             err(f"warning: not run: {', '.join(failed)} (see the table / validate.json)")

@@ -3,6 +3,10 @@
 - :mod:`fedopt.fl.adapter`, :mod:`fedopt.fl.lora`: the ``LoRALinear`` adapter, applying LoRA to
   a model's ``nn.Linear`` layers, flatten/unflatten of the adapter state (the vector of length
   q(r) that travels);
+- :mod:`fedopt.fl.hf` (with :mod:`~fedopt.fl.peft_adapter`, :mod:`~fedopt.fl.hf_data`,
+  :mod:`~fedopt.fl.hf_tiny`): a Hugging Face causal LM from a local directory with PEFT LoRA in
+  the loop (the ``fedopt[hf]`` extra): PEFT's adapters as the same flat vector, the testbed's
+  text re-tokenized with the model's tokenizer;
 - :mod:`fedopt.fl.charmodel` (over :mod:`~fedopt.fl.transformer`, :mod:`~fedopt.fl.training`,
   :mod:`~fedopt.fl.charmodel_io`), :mod:`fedopt.fl.pretrained`: the small causal character
   transformer, its training and checkpoints, and the shipped pre-trained base;

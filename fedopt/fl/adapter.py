@@ -27,7 +27,8 @@ from torch import nn
 
 from fedopt.errors import InvalidArgumentError
 
-__all__ = ["LoRALinear", "INITS", "check_rank", "check_alpha", "check_init", "check_mask"]
+__all__ = ["LoRALinear", "INITS", "check_rank", "check_alpha", "check_init", "check_mask",
+           "initial_A"]
 
 #: initializations of A
 INITS = ("kaiming", "gaussian")
@@ -77,6 +78,22 @@ def check_mask(mask: Any, rank: int, name: str, like: torch.Tensor) -> torch.Ten
     if not bool(torch.isfinite(m).all()):
         raise InvalidArgumentError(f"rank mask for layer {name!r}: entries must be finite")
     return m
+
+
+def initial_A(rank: int, d_in: int, *, init: str = "kaiming",
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """A's initial value (r × d_in, float64): uniform on ±1/√d_in (``kaiming``) or normal with
+    std 1/r (``gaussian``), drawn from ``generator`` on its device (CPU unless told otherwise),
+    so the same seed gives the same A whatever device or dtype the model lives on. Used by
+    :class:`LoRALinear` and by :func:`fedopt.fl.hf.apply_peft_lora` (same seed, same A)."""
+    check_init(init)
+    dev = generator.device if generator is not None else torch.device("cpu")
+    if init == "kaiming":
+        # kaiming_uniform_(a=√5) as in nn.Linear / PEFT: bound = √(6 / ((1 + 5) d_in))
+        bound = 1.0 / math.sqrt(d_in)
+        a0 = torch.rand((rank, d_in), generator=generator, device=dev, dtype=torch.float64)
+        return (2.0 * a0 - 1.0) * bound
+    return torch.randn((rank, d_in), generator=generator, device=dev, dtype=torch.float64) / rank
 
 
 class LoRALinear(nn.Module):
@@ -129,17 +146,7 @@ class LoRALinear(nn.Module):
         self.alpha = float(alpha)
         self.scaling = self.alpha / rank
         self.init = init
-        # draw on the generator's device (CPU unless told otherwise), then move: the same seed
-        # gives the same A whatever device or dtype the base model lives on
-        dev = generator.device if generator is not None else torch.device("cpu")
-        if init == "kaiming":
-            # kaiming_uniform_(a=√5) as in nn.Linear / PEFT: bound = √(6 / ((1 + 5) d_in))
-            bound = 1.0 / math.sqrt(d_in)
-            a0 = torch.rand((rank, d_in), generator=generator, device=dev, dtype=torch.float64)
-            a0 = (2.0 * a0 - 1.0) * bound
-        else:
-            a0 = torch.randn((rank, d_in), generator=generator, device=dev,
-                             dtype=torch.float64) / rank
+        a0 = initial_A(rank, int(d_in), init=init, generator=generator)
         self.A = nn.Parameter(a0.to(dtype=w.dtype, device=w.device))
         self.B = nn.Parameter(torch.zeros((d_out, rank), dtype=w.dtype, device=w.device))
         self.register_buffer("rank_mask", torch.ones(rank, dtype=w.dtype, device=w.device))

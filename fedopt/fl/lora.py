@@ -10,6 +10,8 @@ concatenates, layer by layer in the order of :func:`apply_lora`, A then B (row-m
 length is q(r) = r · Σ_l (d_out,l + d_in,l) — exactly ``LoRASpec.params_per_rank · r`` for
 ``factors="AB"`` on the layers reported by :func:`lora_layer_spec`. ``factors="B"`` / ``"A"``
 select the single-factor payloads r · Σ d_out and r · Σ d_in (FFA- / FedSA-style, spec 05 §3).
+The same functions read and write the LoRA layers of a PEFT model (:mod:`fedopt.fl.peft_adapter`),
+whose A and B are laid out the same way.
 
 This module imports torch; ``fedopt`` itself does not import this module.
 """
@@ -25,6 +27,7 @@ from torch import nn
 
 from fedopt.errors import InvalidArgumentError
 from fedopt.fl.adapter import LoRALinear, check_alpha, check_init, check_mask, check_rank
+from fedopt.fl.peft_adapter import PeftLoRA, peft_lora_modules
 
 __all__ = [
     "DEFAULT_TARGETS",
@@ -37,6 +40,7 @@ __all__ = [
     "flatten_lora",
     "unflatten_lora",
     "lora_layer_spec",
+    "layer_groups",
     "set_rank_mask",
 ]
 
@@ -161,12 +165,20 @@ def apply_lora(model: nn.Module, rank: int, *, alpha: float | None = None,
 
 
 def lora_modules(modules: LoRAModules) -> dict[str, LoRALinear]:
-    """Name → adapter: the mapping itself, or every :class:`LoRALinear` inside a module."""
+    """Name → adapter: the mapping itself, or every :class:`LoRALinear` inside a module.
+
+    A module without LoRALinear layers but with PEFT LoRA layers (``peft.get_peft_model``, e.g.
+    through :func:`fedopt.fl.hf.apply_peft_lora`) gives its :class:`~fedopt.fl.peft_adapter.
+    PeftLoRA` views instead: the same A, B, order and payload length.
+    """
     if isinstance(modules, nn.Module):
         found = {n: m for n, m in modules.named_modules() if isinstance(m, LoRALinear)}
         if not found:
+            found = peft_lora_modules(modules)
+        if not found:
             raise InvalidArgumentError(
-                f"{type(modules).__name__} has no LoRALinear layer; call apply_lora first"
+                f"{type(modules).__name__} has no LoRALinear layer and no PEFT LoRA layer; call "
+                f"apply_lora (or fedopt.fl.hf.apply_peft_lora) first"
             )
         return found
     if not isinstance(modules, Mapping):
@@ -175,9 +187,9 @@ def lora_modules(modules: LoRAModules) -> dict[str, LoRALinear]:
             f"{type(modules).__name__}"
         )
     for name, m in modules.items():
-        if not isinstance(m, LoRALinear):
+        if not isinstance(m, (LoRALinear, PeftLoRA)):
             raise InvalidArgumentError(
-                f"{name!r}: expected a LoRALinear, got {type(m).__name__}"
+                f"{name!r}: expected a LoRALinear (or a PeftLoRA view), got {type(m).__name__}"
             )
     return dict(modules)
 
@@ -272,9 +284,15 @@ def lora_layer_spec(modules: LoRAModules) -> list[dict[str, Any]]:
     (``"blocks.*.attn.q,blocks.*.attn.k"``). Σ count · (d_out + d_in) is the ``"AB"`` payload per
     unit of rank, i.e. ``LoRASpec.params_per_rank``.
     """
+    return layer_groups((name, m.d_out, m.d_in) for name, m in lora_modules(modules).items())
+
+
+def layer_groups(layers: Iterable[tuple[str, int, int]]) -> list[dict[str, Any]]:
+    """(name, d_out, d_in) of adapted weights, grouped by shape as :func:`lora_layer_spec` does
+    (for a model not adapted yet: :func:`fedopt.fl.hf.model_layers`)."""
     groups: dict[tuple[int, int], dict[str, Any]] = {}
-    for name, m in lora_modules(modules).items():
-        g = groups.setdefault((m.d_out, m.d_in), {"names": [], "count": 0})
+    for name, d_out, d_in in layers:
+        g = groups.setdefault((int(d_out), int(d_in)), {"names": [], "count": 0})
         g["count"] += 1
         p = _pattern(name)
         if p not in g["names"]:

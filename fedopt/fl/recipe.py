@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from fedopt.errors import InvalidArgumentError, PlanError
 from fedopt.instance import Instance
 
 __all__ = ["LORA_SCALINGS", "TESTBED_RECIPES", "TrainingRecipe", "check_model_layers",
-           "loop_layers"]
+           "loop_layers", "with_layers"]
 
 #: how the LoRA scale α/r depends on the rank (:attr:`TrainingRecipe.lora_scaling`)
 LORA_SCALINGS = ("rank-stabilized", "constant")
@@ -52,6 +53,11 @@ class TrainingRecipe:
     data_seed, concentration, task_mixing
         The client split (fixed across seeds: the instance's data shares); ``task_mixing`` is
         the non-IID knob of the ``domain-shift`` testbed (0: every client on its own task).
+    model, target_modules
+        A local Hugging Face model directory to fine-tune instead of the testbed's character
+        model (the ``fedopt[hf]`` extra; :mod:`fedopt.fl.hf`: PEFT LoRA on ``target_modules``,
+        default PEFT's for the model type; the testbed's client text re-tokenized with the
+        model's tokenizer). None: the testbed's base model.
     alpha_scale, lora_scaling
         c in the LoRA α: ``"rank-stabilized"`` α = c·√r (the scale α/r = c/√r) or
         ``"constant"`` α = c·r (the scale α/r = c for every rank). On ``pydoc-topics`` at lr
@@ -81,8 +87,11 @@ class TrainingRecipe:
     adamw_lr: float = 0.01
     sophia_lr: float = 0.01
     mira_graph: str = "task"
+    model: str | None = None
+    target_modules: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        self._check_model()
         if not (self.alpha_scale > 0 and math.isfinite(self.alpha_scale)):
             raise InvalidArgumentError(
                 f"alpha_scale: got {self.alpha_scale!r}, must be a positive number")
@@ -93,6 +102,29 @@ class TrainingRecipe:
         if not (isinstance(self.task_mixing, (int, float)) and 0 <= self.task_mixing <= 1):
             raise InvalidArgumentError(
                 f"task_mixing: got {self.task_mixing!r}, must be a number in [0, 1]")
+
+    def _check_model(self) -> None:
+        """``model`` as a path string; ``target_modules`` as a tuple of names (a comma-separated
+        string is split)."""
+        if self.model is not None:
+            if not isinstance(self.model, (str, os.PathLike)) or not str(self.model):
+                raise InvalidArgumentError(
+                    f"model: got {self.model!r}, must be a Hugging Face model directory")
+            object.__setattr__(self, "model", str(self.model))
+        names = self.target_modules
+        if names is None:
+            return
+        names = tuple(x.strip() for x in names.split(",")) if isinstance(names, str) \
+            else tuple(names)
+        if not names or not all(isinstance(x, str) and x for x in names):
+            raise InvalidArgumentError(
+                f"target_modules: got {self.target_modules!r}, must be module names such as "
+                f"('q_proj', 'v_proj')")
+        if self.model is None:
+            raise InvalidArgumentError(
+                f"target_modules (--target): got {names!r} without model (--model); they name "
+                f"modules of a Hugging Face model: set model to its directory")
+        object.__setattr__(self, "target_modules", names)
 
     @classmethod
     def for_testbed(cls, testbed: str, **changes: Any) -> Any:
@@ -136,9 +168,17 @@ class TrainingRecipe:
         layers too); returns (model, adapters)."""
         import torch
 
+        from fedopt.fl.hf import HFBase, apply_peft_lora
         from fedopt.fl.lora import DEFAULT_TARGETS, apply_lora
 
         model = copy.deepcopy(base.model)
+        if isinstance(base, HFBase):
+            if algorithm == "pwff":
+                raise InvalidArgumentError(_NO_PWFF)
+            mods = apply_peft_lora(model, rank, alpha=self.alpha(rank),
+                                   target=self.target_modules,
+                                   generator=torch.Generator().manual_seed(int(seed)))
+            return model, mods
         targets = DEFAULT_TARGETS + (("fc1", "fc2") if algorithm == "pwff" else ())
         mods = apply_lora(model, rank, alpha=self.alpha(rank), target=targets,
                           generator=torch.Generator().manual_seed(int(seed)))
@@ -153,8 +193,14 @@ class TrainingRecipe:
             bed, n = get_testbed(instance.learning.testbed), instance.n_devices
         else:
             bed, n = get_testbed("pydoc-topics"), int(instance)
-        return bed.client_data(n, concentration=self.concentration, seed=self.data_seed,
+        data = bed.client_data(n, concentration=self.concentration, seed=self.data_seed,
                                task_mixing=self.task_mixing)
+        if self.model is None:
+            return data
+        from fedopt.fl.hf import load_tokenizer
+        from fedopt.fl.hf_data import tokenize_data
+
+        return tokenize_data(data, load_tokenizer(self.model))
 
     def base_eval_loss(self, base: Any, data: Any) -> float:
         """The base model's loss on ``data``'s global held-out set, evaluated as the loop
@@ -166,15 +212,83 @@ class TrainingRecipe:
         return float(evaluate_loss(model, data.global_heldout, model.seq_len,
                                    max_batches=self.eval_batches).loss)
 
-    @staticmethod
-    def base_model(instance: Instance) -> Any:
-        """The pre-trained base model of the instance's testbed."""
+    def base_model(self, instance: Instance) -> Any:
+        """The pre-trained base model of the instance's testbed, or the Hugging Face model of
+        ``model`` (a :class:`~fedopt.fl.hf.HFBase`)."""
+        if self.model is not None:
+            from fedopt.fl.hf import load_hf_base
+
+            return load_hf_base(self.model)
         from fedopt.fl.testbed import get_testbed
 
         return get_testbed(instance.learning.testbed).base_model()
 
+    def model_layers(self, instance: Instance) -> list[dict[str, Any]]:
+        """The LoRA layers (``lora.layers``) of the model the loop trains for ``instance``."""
+        if self.model is None:
+            return loop_layers(instance.learning.testbed)
+        from fedopt.fl.hf import model_layers
+
+        return model_layers(self.model, self.target_modules)
+
+    def loop_instance(self, instance: Instance, *, adopt: bool = False) -> tuple[Instance, bool]:
+        """``instance`` checked against the model the loop trains (:func:`check_model_layers`);
+        with a Hugging Face ``model`` and ``adopt``, an instance whose ``lora.layers`` differ
+        gets the model's (:func:`with_layers`: q(r) is then the payload actually sent). Returns
+        (instance, whether its layers were replaced)."""
+        if self.model is None:
+            check_model_layers(instance)
+            return instance, False
+        layers = self.model_layers(instance)
+        if adopt and _shapes(layers) != _shapes([asdict(x) for x in instance.lora.layers]):
+            return with_layers(instance, layers), True
+        check_model_layers(instance, layers)
+        return instance, False
+
+    def with_model(self, model: str | os.PathLike | None) -> Any:
+        """These settings with ``model`` (a Hugging Face model directory) if given; refused when
+        they already name another."""
+        if model is None or self.model == str(model):
+            return self
+        if self.model is not None:
+            raise InvalidArgumentError(
+                f"model: got {str(model)!r} and settings.model {self.model!r}; give one")
+        return replace(self, model=str(model))
+
+    def check_algorithm(self, algorithm: str) -> None:
+        """Refuse an algorithm the model cannot run (``pwff`` with a Hugging Face model)."""
+        if self.model is not None and algorithm == "pwff":
+            raise InvalidArgumentError(_NO_PWFF)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["target_modules"] is not None:
+            d["target_modules"] = list(d["target_modules"])
+        return d
+
+
+_NO_PWFF = ("algorithm: 'pwff' scores clients with the character testbeds' reward models, "
+            "which a Hugging Face model's tokens do not fit; with model use fedavg, ota-sophia, "
+            "ffa, fedsa, local or mira")
+
+
+def _shapes(layers: list[dict[str, Any]]) -> list[tuple[int, int, int]]:
+    return sorted((int(d["d_out"]), int(d["d_in"]), int(d["count"])) for d in layers)
+
+
+def with_layers(instance: Instance, layers: list[dict[str, Any]]) -> Instance:
+    """``instance`` with ``lora.layers`` = ``layers`` (re-validated); candidate ranks above the
+    new layers' largest rank min(d_out, d_in) are dropped."""
+    top = min(min(int(d["d_out"]), int(d["d_in"])) for d in layers)
+    ranks = [r for r in instance.lora.ranks if r <= top]
+    if not ranks:
+        raise PlanError(
+            f"lora.ranks: every candidate rank {list(instance.lora.ranks)} of instance "
+            f"{instance.name!r} exceeds {top}, the largest rank of the model's layers")
+    d = instance.to_dict()
+    d["lora"]["layers"] = [dict(x) for x in layers]
+    d["lora"]["ranks"] = ranks
+    return Instance.from_dict(d, source=instance.name)
 
 
 def loop_layers(testbed: str = "pydoc-topics") -> list[dict[str, Any]]:
@@ -188,18 +302,22 @@ def loop_layers(testbed: str = "pydoc-topics") -> list[dict[str, Any]]:
     return lora_layer_spec(apply_lora(model, 1, generator=torch.Generator().manual_seed(0)))
 
 
-def check_model_layers(instance: Instance) -> None:
-    """Raise :class:`PlanError` unless the instance's LoRA layers are those the loop trains
-    (otherwise every prediction would describe another model's payload q(r)). Which factors
-    travel (``lora.factors``) follows the instance's algorithm, which the loop honours."""
-    want = sorted((d["d_out"], d["d_in"], d["count"])
-                  for d in loop_layers(instance.learning.testbed))
-    have = sorted((layer.d_out, layer.d_in, layer.count) for layer in instance.lora.layers)
+def check_model_layers(instance: Instance, layers: list[dict[str, Any]] | None = None) -> None:
+    """Raise :class:`PlanError` unless the instance's LoRA layers are ``layers`` (default: those
+    the loop trains on the instance's testbed; otherwise every prediction would describe another
+    model's payload q(r)). Which factors travel (``lora.factors``) follows the instance's
+    algorithm, which the loop honours."""
+    hf = layers is not None
+    want = _shapes(loop_layers(instance.learning.testbed) if layers is None else layers)
+    have = _shapes([asdict(x) for x in instance.lora.layers])
     if want != have:
         shown = ", ".join(f"{c} x ({o} x {i})" for o, i, c in want)
+        hint = ("Write an instance with the model's layers with `fedopt instance layers --model "
+                "DIR -o FILE` and plan on it" if hf else
+                "Use the 'char-tasks' or 'tiny-char' preset, or copy its lora section into your "
+                "instance")
         raise PlanError(
             f"lora.layers: instance {instance.name!r} describes "
             f"{', '.join(f'{c} x ({o} x {i})' for o, i, c in have)}, but the validation loop's "
-            f"model adapts {shown}; predictions must describe the model actually trained. Use "
-            f"the 'char-tasks' or 'tiny-char' preset, or copy its lora section into your "
-            f"instance")
+            f"model adapts {shown}; predictions must describe the model actually trained. "
+            f"{hint}")

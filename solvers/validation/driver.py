@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -258,11 +258,17 @@ def _per_client(data: Any, per_seed: list[dict[str, Any]]) -> list[dict[str, Any
     return out
 
 
-def _data_summary(data: Any) -> dict[str, Any]:
+def _data_summary(data: Any, base: Any = None, instance: Instance | None = None,
+                  replaced: bool = False) -> dict[str, Any]:
     out = {"data_sizes": data.data_sizes.tolist(), "topics_per_client": data.topics_per_client}
     if data.tasks:
         out.update(tasks=list(data.tasks), client_tasks=list(data.client_tasks),
                    task_mixing=data.task_mixing)
+    from fedopt.fl.hf import HFBase
+
+    if isinstance(base, HFBase):  # a Hugging Face model: what it is, the layers planned for
+        out["model"] = {**base.describe(), "layers_replaced": replaced,
+                        "lora_layers": [asdict(x) for x in instance.lora.layers]}
     return out
 
 
@@ -278,6 +284,7 @@ def _algorithm_names(instance: Instance, plan: Plan | None, algorithms: Sequence
         if alg not in ALGORITHMS:
             raise InvalidArgumentError(
                 f"algorithm: got {alg!r}, must be one of {', '.join(ALGORITHMS)}")
+        settings.check_algorithm(alg)
         if plan is not None and alg != instance.algorithm:
             raise InvalidArgumentError(
                 f"algorithm: got {alg!r}, but the plan was solved for the instance's algorithm "
@@ -291,15 +298,18 @@ def validate(instance: Instance, *, plan: Plan | None = None, method: str = "air
              baselines: Sequence[str] = (), algorithms: Sequence[str] | None = None,
              settings: ValidateSettings | None = None,
              out_dir: str | Path | None = None, resume: bool = False,
-             callback: Callback | None = None) -> ValidationReport:
+             callback: Callback | None = None, model: str | Path | None = None
+             ) -> ValidationReport:
     """Run the plan (or the instance's ``method`` plan) and ``baselines`` through the FL loop.
 
     Parameters
     ----------
     instance
-        Its LoRA layers must be those of the loop's model (:func:`check_model_layers`); its
-        devices' data sizes are replaced by the loop's client split (the weights φ_k used by
-        the plan are the ones the loop aggregates with).
+        Its LoRA layers must be those of the loop's model (:func:`check_model_layers`; with a
+        Hugging Face ``model`` and no ``plan``, an instance with other layers is given the
+        model's, reported as ``data["model"]["layers_replaced"]``); its devices' data sizes are
+        replaced by the loop's client split (the weights φ_k used by the plan are the ones the
+        loop aggregates with).
     plan
         A plan to validate (its rank, streams and beamforming method; its beamformers are used on
         the channel they were solved for). Its shapes must fit the instance. Reported under its
@@ -324,6 +334,9 @@ def validate(instance: Instance, *, plan: Plan | None = None, method: str = "air
     callback
         ``callback({"done", "total", "label"})`` after every round (rounds done of all runs);
         True stops the validation after that round (resume it later with ``resume=True``).
+    model
+        A local Hugging Face model directory to fine-tune with PEFT LoRA (shortcut for
+        ``settings.model``; :mod:`fedopt.fl.hf`).
 
     Returns
     -------
@@ -339,8 +352,9 @@ def validate(instance: Instance, *, plan: Plan | None = None, method: str = "air
     from fedopt.fl.loop import check_out_dir
 
     t_start = time.perf_counter()
-    settings = settings or ValidateSettings.for_testbed(instance.learning.testbed)
-    check_model_layers(instance)
+    settings = (settings or ValidateSettings.for_testbed(instance.learning.testbed)
+                ).with_model(model)
+    instance, replaced = settings.loop_instance(instance, adopt=plan is None)
     if plan is not None:
         plan.check(instance)
         method = plan.method
@@ -366,7 +380,8 @@ def validate(instance: Instance, *, plan: Plan | None = None, method: str = "air
         results.update({name + suffix: entry for name, entry in group.items()})
     report = ValidationReport(
         instance=inst.name, instance_digest=inst.digest(), settings=settings.to_dict(),
-        main_method=method, data=_data_summary(data), base_eval_loss=base_loss,
+        main_method=method, data=_data_summary(data, base, inst, replaced),
+        base_eval_loss=base_loss,
         methods=results, ordering=ordering(results), wall_s=time.perf_counter() - t_start,
         out_dir=None if out is None else str(out), stopped=ctx.progress.stopped)
     if out is not None:

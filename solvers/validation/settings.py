@@ -6,7 +6,7 @@ Public through :mod:`fedopt.solvers.validation` (and :mod:`~fedopt.solvers.valid
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -78,7 +78,7 @@ class ValidateSettings(TrainingRecipe):
                                    seed=seed, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = super().to_dict()
         d["seeds"] = list(self.seeds)
         return d
 
