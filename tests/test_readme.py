@@ -106,7 +106,12 @@ def shorten(command: str) -> str:
 
 def _run(step: Step, cwd: Path) -> subprocess.CompletedProcess:
     words = shlex.split(shorten(step.command))
-    argv = [sys.executable, "-m", "fedopt.cli.main", *words[1:]]
+    if words[0] == "fedopt":
+        argv = [sys.executable, "-m", "fedopt.cli.main", *words[1:]]
+    elif words[0] == "python":
+        argv = [sys.executable, *words[1:]]
+    else:
+        argv = words
     env = {**os.environ, "COLUMNS": "100"}
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=900,
                           check=False)
