@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -9,8 +10,19 @@ import typer
 
 from fedopt.cli._common import OutputFormat, err, print_json, user_errors
 
-app = typer.Typer(help="Create, show and validate network-design instances.",
+app = typer.Typer(help="Create, show, list and validate network-design instances.",
                   no_args_is_help=True)
+
+
+def _preset_names() -> list[str]:
+    from fedopt.instance import list_presets
+
+    return list_presets()
+
+
+#: the choices of ``--preset``: the shipped presets
+Preset = Enum("Preset", {n.replace("-", "_"): n for n in _preset_names()}, type=str)
+Preset.__doc__ = "The shipped instance presets (fedopt/presets/)."
 
 
 def derived_summary(inst) -> dict:
@@ -42,6 +54,37 @@ def derived_summary(inst) -> dict:
     }
 
 
+#: what each path-loss model depends on (the label must not claim a carrier it ignores)
+_PATH_LOSS_TEXT = {
+    "3gpp-uma": "3gpp-uma (128.1 + 37.6 log10 d/km; independent of the carrier)",
+    "38.901-umi": "38.901-umi (32.4 + 21 log10 d + 20 log10 f) at {f} GHz",
+    "free-space": "free-space at {f} GHz",
+}
+
+
+def channel_text(ch) -> str:
+    """One line on the channel model: the built-in fading and path loss, or Sionna's scenario."""
+    carrier = f"{ch.carrier_hz / 1e9:g}"
+    if ch.model == "sionna":
+        if ch.scenario in ("tdl", "cdl"):
+            return (f"Sionna TR 38.901 {ch.scenario.upper()}-{ch.profile}, delay spread "
+                    f"{ch.delay_spread_s * 1e9:g} ns, at {carrier} GHz, scaled by path loss "
+                    + _PATH_LOSS_TEXT[ch.path_loss].format(f=carrier))
+        name = {"umi": "UMi", "uma": "UMa", "rma": "RMa"}[ch.scenario]
+        return (f"Sionna TR 38.901 {name} at {carrier} GHz (LoS {ch.los}, O2I "
+                f"{ch.o2i}): the scenario's path loss, shadowing and LoS")
+    fading = ch.fading + (f" (K = {ch.rician_k_db:g} dB)" if ch.fading == "rician" else "")
+    return (f"{fading}, {ch.n_taps} taps, path loss "
+            + _PATH_LOSS_TEXT[ch.path_loss].format(f=carrier))
+
+
+def _path_loss_note(ch) -> str:
+    if ch.model == "sionna" and ch.scenario not in ("tdl", "cdl"):
+        return (f" (the {ch.path_loss} formula, used by the planner's estimates; the draws "
+                "follow the scenario)")
+    return ""
+
+
 def _fmt_list(values) -> str:
     values = list(values)
     if len(set(values)) == 1:
@@ -65,10 +108,9 @@ def render_instance(inst) -> str:
         ("  compute (FLOP/s)", _fmt_list(dev.compute_flops)),
         ("ofdm", f"M = {ofdm.n_subcarriers}, Δf = {ofdm.subcarrier_spacing_hz:g} Hz, "
                  f"cp = {ofdm.cp_ratio:g}, T_sym = {d['symbol_time_s'] * 1e6:.2f} µs"),
-        ("channel", f"{ch.fading}" + (f" (K = {ch.rician_k_db:g} dB)" if ch.fading == "rician"
-                                       else "") + f", {ch.n_taps} taps, path loss {ch.path_loss} "
-                                       f"at {ch.carrier_hz / 1e9:g} GHz"),
-        ("  path loss (dB)", f"{d['path_loss_db_min']:.1f} .. {d['path_loss_db_max']:.1f}"),
+        ("channel", channel_text(ch)),
+        ("  path loss (dB)", f"{d['path_loss_db_min']:.1f} .. {d['path_loss_db_max']:.1f}"
+                             + _path_loss_note(ch)),
         ("  noise / subcarrier", f"{d['noise_power_dbm']:.1f} dBm"),
         ("  SNR / antenna (dB)", f"{d['snr_per_antenna_db_min']:.1f} .. "
                                  f"{d['snr_per_antenna_db_max']:.1f} (P_k/M over σ², path loss)"),
@@ -111,7 +153,8 @@ def show(
 @app.command("new")
 def new(
     output: Annotated[Path, typer.Option("-o", "--output", help="File to write (.yaml or .json).")],
-    preset: Annotated[str, typer.Option("--preset", help="Preset to start from.")] = "default",
+    preset: Annotated[Preset, typer.Option("--preset", help="Preset to start from "
+                                           "(fedopt instance list).")] = Preset.default,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a new instance file from a shipped preset, ready to edit."""
@@ -121,22 +164,37 @@ def new(
         if output.exists() and not force:
             err(f"error: {output} exists; pass --force to overwrite it")
             raise typer.Exit(code=2)
-        inst = load_instance(preset) if preset in _presets() else _not_a_preset(preset)
+        inst = load_instance(preset.value)
         inst.save(output)
-        typer.echo(f"wrote {output} (preset {preset!r})")
+        typer.echo(f"wrote {output} (preset {preset.value!r})")
 
 
-def _presets() -> list[str]:
-    from fedopt.instance import list_presets
+@app.command("list")
+def list_(
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
+    = OutputFormat.text,
+) -> None:
+    """List the shipped presets with their size and a one-line description."""
+    with user_errors():
+        from fedopt.instance import load_instance
 
-    return list_presets()
-
-
-def _not_a_preset(name: str):
-    from fedopt.errors import InvalidInstanceError
-
-    raise InvalidInstanceError(f"preset: {name!r} is not a preset; valid presets: "
-                               f"{', '.join(_presets())}")
+        rows = []
+        for name in _preset_names():
+            inst = load_instance(name)
+            rows.append({"name": name, "devices": inst.n_devices, "n_rx": inst.n_rx,
+                         "n_subcarriers": inst.n_subcarriers,
+                         "testbed": inst.learning.testbed,
+                         "description": " ".join((inst.description or "").split())})
+        if fmt is OutputFormat.json:
+            print_json({"presets": rows})
+            return
+        width = max(len(r["name"]) for r in rows)
+        for r in rows:
+            head = (f"{r['name']:<{width}}  K={r['devices']:<3} N_r={r['n_rx']:<3} "
+                    f"M={r['n_subcarriers']:<4} ")
+            first = r["description"].split(". ")[0].rstrip(".")
+            room = 100 - len(head)
+            typer.echo(head + (first if len(first) <= room else first[:room - 3] + "..."))
 
 
 @app.command("validate")
