@@ -246,7 +246,12 @@ class Reader:
 
     def finish(self) -> None:
         """Report keys that no reader asked for (typos, fields of another schema)."""
+        import difflib
+
         for key in self.data:
             if key not in self.seen:
                 known = ", ".join(sorted(self.seen)) or "none"
-                self.errors.append(f"{self._name(str(key))}: unknown field (known fields: {known})")
+                close = difflib.get_close_matches(str(key)[:100], sorted(self.seen), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                self.errors.append(f"{self._name(str(key)[:60])}: unknown field ({hint}known "
+                                   f"fields: {known})")

@@ -183,3 +183,19 @@ def test_any_wrong_value_anywhere_gives_a_message_not_a_crash(small_dict):
             except InvalidInstanceError as exc:
                 assert str(exc).startswith("invalid instance")
     assert accepted < len(paths) * len(WRONG_VALUES) // 4
+
+
+def test_an_unknown_field_gets_a_did_you_mean(small_instance):
+    from fedopt.errors import InvalidInstanceError
+    from fedopt.instance import Instance
+
+    data = small_instance.to_dict()
+    data["server"]["n_rxx"] = 4
+    data["channel"]["scenaro"] = "umi"
+    data["devices"]["zzzz"] = 1
+    with pytest.raises(InvalidInstanceError) as info:
+        Instance.from_dict(data)
+    text = str(info.value)
+    assert "server.n_rxx: unknown field (did you mean 'n_rx'?" in text
+    assert "channel.scenaro: unknown field (did you mean 'scenario'?" in text
+    assert "devices.zzzz: unknown field (known fields:" in text  # nothing close: no guess
