@@ -4,12 +4,40 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from fedopt.cli._common import OutputFormat, err, print_json, progress, user_errors
+
+
+def _choices(name: str, values, doc: str) -> type[Enum]:
+    enum = Enum(name, {v.replace("-", "_"): v for v in values}, type=str)
+    enum.__doc__ = doc
+    return enum
+
+
+def _planner_names() -> list[str]:
+    from fedopt.solvers.registry import names
+
+    return [*names("planner"), *names("beamforming")]
+
+
+def _algorithm_names() -> tuple[str, ...]:
+    from fedopt.instance.sections import ALGORITHMS
+
+    return ALGORITHMS
+
+
+PlanMethod = _choices("PlanMethod", _planner_names(), "Planners and beamforming methods.")
+Optimizer = _choices("Optimizer", ("sgd", "adamw", "sophia"), "Local optimizers.")
+Mode = _choices("Mode", ("exact", "equivalent"), "AirComp simulation paths.")
+MiraGraph = _choices("MiraGraph", ("task", "complete", "similarity"), "MIRA client graphs.")
+Algorithm = _choices("Algorithm", _algorithm_names(), "Federated algorithms.")
+#: the default --out: one folder per run under it (a digest of what the run computes)
+DEFAULT_OUT = Path("validate-out")
 
 #: keys of ``--format json`` per method that scripts rely on (issue contract)
 JSON_KEYS = ("final_train_loss", "final_eval_loss", "perplexity", "measured_aggregation_error",
@@ -173,8 +201,9 @@ def validate(
         "(solved first).")] = "char-tasks",
     instance: Annotated[str | None, typer.Option(
         "--instance", help="Instance of a plan file (default: the plan's preset).")] = None,
-    method: Annotated[str, typer.Option(
-        "--method", "-m", help="Planner used when SOURCE is an instance.")] = "airfl-lora",
+    method: Annotated[PlanMethod, typer.Option(
+        "--method", "-m", help="Planner used when SOURCE is an instance.")]
+    = PlanMethod.airfl_lora,
     baselines: Annotated[bool, typer.Option(
         "--baselines", help="Also run the comparison set: ideal, fixed-rank, random-plan "
         "(random beamformers), single-stream, digital (TSFA over FDMA).")] = False,
@@ -189,28 +218,32 @@ def validate(
     lr: Annotated[float | None, typer.Option(
         "--lr", min=0.0, help="Local learning rate (default: the testbed's, 1.0 on "
         "domain-shift, 1.5 on pydoc-topics).")] = None,
-    optimizer: Annotated[str, typer.Option(
-        "--optimizer", help="Local optimizer: sgd, adamw or sophia (SophiaG local steps: "
-        "Fed-Sophia).")] = "sgd",
-    algorithm: Annotated[str | None, typer.Option(
+    optimizer: Annotated[Optimizer, typer.Option(
+        "--optimizer", help="Local optimizer (sophia: SophiaG local steps, Fed-Sophia).")]
+    = Optimizer.sgd,
+    algorithm: Annotated[Algorithm | None, typer.Option(
         "--algorithm", help="Federated algorithm: fedavg, ota-sophia (over-the-air Sophia), "
         "ffa (FFA-LoRA), fedsa (FedSA-LoRA), local (no communication), mira (multi-task "
         "LoRA), pwff (personalized, with reward models); default: the instance's "
         "learning.algorithm (fedavg).")] = None,
-    mira_graph: Annotated[str, typer.Option(
+    mira_graph: Annotated[MiraGraph, typer.Option(
         "--mira-graph", help="MIRA's client graph: task (clients of one task, the default), "
         "complete, or similarity (of the updates; needs an uplink that delivers each one: "
-        "ideal or digital).")] = "task",
+        "ideal or digital).")] = MiraGraph.task,
     algorithms: Annotated[str | None, typer.Option(
         "--algorithms", help="Comma-separated algorithms to compare in one run (methods "
         "reported as NAME@ALGORITHM).")] = None,
-    mode: Annotated[str, typer.Option(
+    mode: Annotated[Mode, typer.Option(
         "--mode", help="AirComp path: exact (symbol level) or equivalent (validated "
-        "equivalent noise, faster).")] = "exact",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")]
-    = Path("validate-out"),
+        "equivalent noise, faster).")] = Mode.exact,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: "
+                                             "validate-out/<instance>-<run key>, one per "
+                                             "run).")] = None,
     resume: Annotated[bool, typer.Option(
-        "--resume", help="Continue interrupted runs in --out from their checkpoints.")] = False,
+        "--resume", help="Continue interrupted runs in --out from their checkpoints (finished "
+        "runs are reported, not rerun).")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace the finished validation an --out holds.")] = False,
     fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
     = OutputFormat.text,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -230,10 +263,14 @@ def validate(
 ) -> None:
     """Run a plan through the federated LoRA loop and compare predicted with measured
     aggregation error, loss, perplexity, latency and energy (optionally against baselines)."""
-    with user_errors():
+    show = not quiet and fmt is OutputFormat.text
+    with user_errors(), progress("validate", show) as tick:
+        tick({"label": "loading the loop (torch) and the plan"})  # from second 0
         from fedopt.solvers.validation import DEFAULT_BASELINES, ValidateSettings
         from fedopt.solvers.validation import validate as run
 
+        method, optimizer, mode = method.value, optimizer.value, mode.value
+        algorithm = None if algorithm is None else algorithm.value
         plan, inst = _load(source, instance)
         testbed = inst.learning.testbed
         base = (ValidateSettings.quick(testbed) if quick
@@ -242,7 +279,7 @@ def validate(
         settings = replace(
             base, rounds=rounds or base.rounds,
             seeds=_parse_seeds(seeds) if seeds is not None else base.seeds,
-            optimizer=optimizer, mode=mode, device=device, mira_graph=mira_graph,
+            optimizer=optimizer, mode=mode, device=device, mira_graph=mira_graph.value,
             model=None if model is None else str(model), target_modules=target,
             **({} if lr is None else {_lr_field(optimizer, algs): lr}))
         extra: tuple[str, ...] = ()
@@ -250,11 +287,16 @@ def validate(
             extra = tuple(x.strip() for x in compare.split(",") if x.strip())
         elif baselines:
             extra = DEFAULT_BASELINES
-        show = not quiet and fmt is OutputFormat.text
-        with progress("validate", show) as tick:
+        out = out if out is not None else DEFAULT_OUT / _run_key(inst, plan, method, extra, algs,
+                                                                 settings)
+        _check_out(out, resume, force)
+        try:
             report = run(inst, plan=plan, method=method, baselines=extra, algorithms=algs,
                          settings=settings, out_dir=out, resume=resume,
                          callback=tick).to_dict(per_seed=False)
+        except KeyboardInterrupt:
+            _interrupted(out)
+    with user_errors():
         if fmt is OutputFormat.json:
             print_json(report)
         else:
@@ -263,3 +305,44 @@ def validate(
         failed = [k for k, v in report["methods"].items() if v.get("final_eval_loss") is None]
         if failed:
             err(f"warning: not run: {', '.join(failed)} (see the table / validate.json)")
+
+
+def _run_key(inst: Any, plan: Any, method: str, extra: tuple, algs: Any, settings: Any) -> str:
+    """``<instance>-<12 hex>``: a digest of everything the run computes (so the default --out
+    of two different runs never collide, and the same run finds its own checkpoints)."""
+    import hashlib
+
+    payload = {"instance": inst.digest(), "plan": None if plan is None else plan.to_dict(),
+               "method": method, "baselines": list(extra), "algorithms": algs,
+               "settings": settings.to_dict()}
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return f"{inst.name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def _check_out(out: Path, resume: bool, force: bool) -> None:
+    """A finished validation in ``out`` is not replaced silently."""
+    from fedopt.errors import InvalidArgumentError
+
+    if resume and force:
+        raise InvalidArgumentError("--resume and --force: --resume reuses what --out holds, "
+                                   "--force replaces it; give one of them")
+    if (out / "validate.json").is_file() and not (resume or force):
+        raise InvalidArgumentError(
+            f"--out: {str(out)!r} holds a finished validation (validate.json); pass --resume "
+            "to report it without rerunning finished runs, --force to replace it, or another "
+            "--out")
+
+
+def _interrupted(out: Path) -> None:
+    """Ctrl-C: say what was saved and the exact command that resumes, exit 130."""
+    import shlex
+    import sys
+
+    args = sys.argv[1:]
+    if "--resume" not in args:
+        args = [*args, "--resume"]
+    if not any(a in ("--out", "-o") or a.startswith("--out=") for a in args):
+        args = [*args, "--out", str(out)]
+    err(f"interrupted: every finished round is checkpointed in {out}/; resume with: "
+        f"fedopt {shlex.join(args)}")
+    raise typer.Exit(code=130)

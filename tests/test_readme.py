@@ -32,8 +32,8 @@ needs_opt_in = pytest.mark.skipif(os.environ.get("FEDOPT_TEST_README") != "1",
 
 #: the short settings of long commands (the README's "The README is tested" lists them)
 SHORT = {
-    "validate": "--quick (8 rounds, seed 0); --rounds N becomes --rounds 2, --seeds a,b,... "
-                "becomes --seeds a",
+    "validate": "without --quick: --rounds 2 --seeds 0 (--rounds N becomes --rounds 2, "
+                "--seeds a,b,... becomes --seeds a); --quick runs as written",
     "calibrate": "--rounds 2",
     "figures": "--quick",
 }
@@ -92,11 +92,11 @@ def shorten(command: str) -> str:
     if words[:1] != ["fedopt"] or len(words) < 2:
         return command
     name = words[1]
-    if name == "validate":
+    if name == "validate" and "--quick" not in words:
         words = [("2" if prev == "--rounds" else w.split(",")[0] if prev == "--seeds" else w)
                  for prev, w in zip(["", *words[:-1]], words, strict=True)]
-        if "--quick" not in words:
-            words.append("--quick")
+        words += [x for opt, val in (("--rounds", "2"), ("--seeds", "0"))
+                  if opt not in words for x in (opt, val)]
     elif name == "calibrate" and "--rounds" not in words:
         words += ["--rounds", "2"]
     elif name == "figures" and words[2:3] != ["sweep"] and "--quick" not in words:
@@ -182,7 +182,9 @@ def test_the_readme_parses_into_its_steps():
 
 def test_shorten_keeps_the_command_and_cuts_its_length():
     assert shorten("fedopt validate --compare ideal --rounds 50 --seeds 0,1 --out runs/") == (
-        "fedopt validate --compare ideal --rounds 2 --seeds 0 --out runs/ --quick")
+        "fedopt validate --compare ideal --rounds 2 --seeds 0 --out runs/")
+    assert shorten("fedopt validate --baselines") == (
+        "fedopt validate --baselines --rounds 2 --seeds 0")
     assert shorten("fedopt validate --quick --baselines") == "fedopt validate --quick --baselines"
     assert shorten("fedopt figures all --out figs/") == "fedopt figures all --out figs/ --quick"
     assert shorten("fedopt solve --method exhaustive") == "fedopt solve --method exhaustive"

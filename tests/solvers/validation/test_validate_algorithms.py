@@ -117,7 +117,7 @@ def test_cli_fed_sophia_uses_the_sophia_learning_rate(tmp_path, invoke):
     (["--optimizer", "lion"], "optimizer"),
     (["--algorithm", "ffa", "--algorithms", "ffa,fedsa"], "--algorithm"),
     (["--algorithms", " , "], "--algorithms"),
-    (["--algorithm", "mira", "--mira-graph", "ring"], "mira_graph"),
+    (["--algorithm", "mira", "--mira-graph", "ring"], "--mira-graph"),  # a closed choice
     (["--algorithm", "mira"], "task label"),  # tiny-char's clients have no task labels
 ])
 def test_cli_bad_algorithm_settings_exit_2(args, field, invoke, tmp_path):
