@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fedopt.cli._common import OutputFormat, err, print_json, progress, user_errors
+from fedopt.cli._common import err, print_json, progress, user_errors
 
 
 def _choices(name: str, values, doc: str) -> type[Enum]:
@@ -36,6 +36,14 @@ Optimizer = _choices("Optimizer", ("sgd", "adamw", "sophia"), "Local optimizers.
 Mode = _choices("Mode", ("exact", "equivalent"), "AirComp simulation paths.")
 MiraGraph = _choices("MiraGraph", ("task", "complete", "similarity"), "MIRA client graphs.")
 Algorithm = _choices("Algorithm", _algorithm_names(), "Federated algorithms.")
+class ValidateFormat(str, Enum):
+    """How ``fedopt validate`` prints its result (csv: the table, one row per method)."""
+
+    text = "text"
+    json = "json"
+    csv = "csv"
+
+
 #: the default --out: one folder per run under it (a digest of what the run computes)
 DEFAULT_OUT = Path("validate-out")
 
@@ -129,33 +137,74 @@ def _algorithms_of(report: dict[str, Any]) -> str:
     return ", ".join(algs)
 
 
-def render_table(report: dict[str, Any]) -> str:
-    """The predicted-vs-measured table of a validation report."""
-    cols = [("method", None), ("r", None), ("L", None), ("pred. gap", ".4g"),
-            ("pred. agg. err", ".3e"), ("meas. agg. err", ".3e"), ("meas/pred", ".3f"),
-            ("train loss", ".4f"), ("eval loss", ".4f"), ("retained", ".3f"),
-            ("perplexity", ".4f"),
-            ("airtime ms", ".2f"), ("latency ms", ".1f"), ("energy mJ", ".3g")]
+#: the columns of the table and of --format csv: header, key (or a function of the entry),
+#: format, scale
+TABLE = (
+    ("method", None, None, 1.0), ("r", "rank", None, 1.0), ("L", "streams", None, 1.0),
+    ("pred gap", "predicted_gap", ".4g", 1.0),
+    ("agg err", "measured_aggregation_error", ".2e", 1.0),
+    ("meas/pred", "_ratio", ".3f", 1.0),
+    ("eval loss ± sd", "final_eval_loss", ".4f", 1.0),
+    ("retained", "retained_gain", ".3f", 1.0),
+    ("latency ms", "latency_s", ".1f", 1e3), ("energy mJ", "energy_j_max", ".3g", 1e3),
+)
+
+
+def _value(m: dict[str, Any], key: str | None) -> Any:
+    if key == "_ratio":
+        pred, meas = m.get("predicted_aggregation_error"), m.get("measured_aggregation_error")
+        return meas / pred if pred and meas is not None else None
+    return m.get(key)
+
+
+def _cells(name: str, m: dict[str, Any]) -> list[str]:
+    row = [name]
+    for _, key, spec, scale in TABLE[1:]:
+        text = _fmt(_value(m, key), spec or ".4g", scale) if spec else _fmt(_value(m, key))
+        std = m.get(f"{key}_std") if key == "final_eval_loss" else None
+        if std:  # a spread over more than one seed
+            text += f" ± {std * scale:.1g}"
+        row.append(text)
+    return row
+
+
+def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One plain row per method (the CSV of --format csv): the table's numbers unrounded, the
+    spreads over seeds, and the error of a method that did not run."""
     rows = []
     for name, m in report["methods"].items():
+        row = {"method": name}
+        for _, key, _, _ in TABLE[1:]:
+            row["meas_over_pred" if key == "_ratio" else key] = _value(m, key)
+        for key in ("final_train_loss", "perplexity", "airtime_s", "final_eval_loss_std",
+                    "measured_aggregation_error_std", "predicted_aggregation_error",
+                    "algorithm"):
+            row[key] = m.get(key)
+        row["error"] = m.get("error") or ""
+        rows.append(row)
+    return rows
+
+
+def render_table(report: dict[str, Any]) -> str:
+    """The predicted-vs-measured table of a validation report (rich, at most 100 columns),
+    with the spread over seeds of the held-out loss, then the notes."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 1), show_edge=False,
+                  collapse_padding=True)
+    for header, key, _, _ in TABLE:
+        table.add_column(header, justify="left" if key is None else "right", no_wrap=True)
+    for name, m in report["methods"].items():
         if m.get("error") and m.get("final_eval_loss") is None:
-            rows.append([name] + ["—"] * (len(cols) - 2) + [f"not run: {m['error'][:60]}"])
+            table.add_row(name, *(["—"] * 2), f"not run: {m['error'][:70]}", *([""] * 6))
             continue
-        pred, meas = m.get("predicted_aggregation_error"), m.get("measured_aggregation_error")
-        ratio = meas / pred if pred and meas is not None else None
-        rows.append([
-            name, _fmt(m.get("rank")), _fmt(m.get("streams")), _fmt(m.get("predicted_gap"), ".4g"),
-            _fmt(pred, ".3e"), _fmt(meas, ".3e"), _fmt(ratio, ".3f"),
-            _fmt(m.get("final_train_loss"), ".4f"), _fmt(m.get("final_eval_loss"), ".4f"),
-            _fmt(m.get("retained_gain"), ".3f"), _fmt(m.get("perplexity"), ".4f"),
-            _fmt(m.get("airtime_s"), ".2f", 1e3),
-            _fmt(m.get("latency_s"), ".1f", 1e3),
-            _fmt(m.get("energy_j_max"), ".3g", 1e3),
-        ])
-    widths = [max(len(c[0]), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    line = "  ".join(c[0].ljust(w) for c, w in zip(cols, widths, strict=True))
-    out = [line, "-" * len(line)]
-    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)) for r in rows]
+        table.add_row(*_cells(name, m))
+    buf = io.StringIO()
+    Console(file=buf, width=100, no_color=True, highlight=False).print(table)
+    out = [line.rstrip() for line in buf.getvalue().splitlines()]
     s = report["settings"]
     order = report["ordering"]
     out += [
@@ -181,7 +230,24 @@ def render_table(report: dict[str, Any]) -> str:
     if report.get("out_dir"):
         out.append(f"results written to {report['out_dir']}/ (validate.json, "
                    f"<method>/seed-<s>/rounds.jsonl)")
-    return "\n".join(out)
+    import textwrap
+
+    wrapped = [part for line in out for part in (textwrap.wrap(
+        line, 100, subsequent_indent="  ", break_on_hyphens=False) or [""])]
+    return "\n".join(wrapped)
+
+
+def render_csv(report: dict[str, Any]) -> str:
+    """``--format csv``: :func:`table_rows`, one line per method."""
+    import csv
+    import io
+
+    rows = table_rows(report)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def _note_model(report: dict[str, Any]) -> None:
@@ -244,8 +310,9 @@ def validate(
         "runs are reported, not rerun).")] = False,
     force: Annotated[bool, typer.Option(
         "--force", help="Replace the finished validation an --out holds.")] = False,
-    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
-    = OutputFormat.text,
+    fmt: Annotated[ValidateFormat, typer.Option("--format", help="Output format (csv: the "
+                                                "table, one row per method).")]
+    = ValidateFormat.text,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     device: Annotated[str, typer.Option(
         "--device", help="Where the loop trains: cpu (bit-exact) or cuda[:N] where torch sees "
@@ -263,7 +330,7 @@ def validate(
 ) -> None:
     """Run a plan through the federated LoRA loop and compare predicted with measured
     aggregation error, loss, perplexity, latency and energy (optionally against baselines)."""
-    show = not quiet and fmt is OutputFormat.text
+    show = not quiet and fmt is ValidateFormat.text
     with user_errors(), progress("validate", show) as tick:
         tick({"label": "loading the loop (torch) and the plan"})  # from second 0
         from fedopt.solvers.validation import DEFAULT_BASELINES, ValidateSettings
@@ -297,8 +364,10 @@ def validate(
         except KeyboardInterrupt:
             _interrupted(out)
     with user_errors():
-        if fmt is OutputFormat.json:
+        if fmt is ValidateFormat.json:
             print_json(report)
+        elif fmt is ValidateFormat.csv:
+            typer.echo(render_csv(report), nl=False)
         else:
             typer.echo(render_table(report))
         _note_model(report)

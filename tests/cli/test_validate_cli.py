@@ -82,3 +82,27 @@ def test_closed_sets_list_their_choices(invoke):
         assert choice in text, choice
     res = invoke("validate", "tiny-char", "--optimizer", "lion")
     assert res.exit_code == 2 and "lion" in res.output
+
+
+def test_table_fits_100_columns_with_the_spread_and_csv_has_its_numbers(invoke, tmp_path):
+    import csv
+    import io
+
+    out = tmp_path / "o"
+    args = ("validate", "tiny-char", "--rounds", "1", "--seeds", "0,1", "--mode", "equivalent",
+            "--compare", "ideal,centroid-plan", "-q", "--out", out)
+    report = json.loads(invoke(*args, "--format", "json").stdout)
+    text = invoke(*args, "--resume").stdout.splitlines()
+    assert max(len(line) for line in text) <= 100
+    head = text[0].split()
+    assert head[:3] == ["method", "r", "L"] and "sd" in head
+    for name, m in report["methods"].items():
+        row = next(line for line in text if line.startswith(name + " "))
+        # mean ± sd over the two seeds, as the JSON has them
+        assert f"{m['final_eval_loss']:.4f} ± {m['final_eval_loss_std']:.1g}" in row
+    rows = list(csv.DictReader(io.StringIO(invoke(*args, "--resume", "--format", "csv").stdout)))
+    assert [r["method"] for r in rows] == list(report["methods"])
+    for r in rows:
+        m = report["methods"][r["method"]]
+        assert float(r["final_eval_loss"]) == m["final_eval_loss"]  # unrounded
+        assert float(r["final_eval_loss_std"]) == m["final_eval_loss_std"]
