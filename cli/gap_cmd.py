@@ -11,9 +11,7 @@ import typer
 from fedopt.cli._common import (
     ChannelOpt,
     ForceOpt,
-    FormatOpt,
     InstanceArg,
-    OutputFormat,
     RoundOpt,
     SeedOpt,
     check_output,
@@ -22,6 +20,14 @@ from fedopt.cli._common import (
     print_json,
     user_errors,
 )
+
+
+class GapFormat(str, Enum):
+    """How ``fedopt gap`` prints (csv: one row per rank of --sweep, or the one configuration)."""
+
+    text = "text"
+    json = "json"
+    csv = "csv"
 
 
 class Sweep(str, Enum):
@@ -52,7 +58,8 @@ def gap(
     channel: ChannelOpt = None,
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="With --sweep rank: save the gap-vs-rank figure (.png).")] = None,
-    fmt: FormatOpt = OutputFormat.text,
+    fmt: Annotated[GapFormat, typer.Option("--format", help="Output format (csv: one row per "
+                                           "rank).")] = GapFormat.text,
     force: ForceOpt = False,
 ) -> None:
     """Evaluate the predicted optimality gap (spec 03 §1) of a configuration (r, L)."""
@@ -111,17 +118,33 @@ def _from_plan(inst, path: Path, rank: int | None, streams: int | None, sweep: A
     return rank, streams, p.receive_beamformers, draw
 
 
-def _one(inst, rank: int, streams: int, beamformers, common: dict, fmt: OutputFormat) -> None:
+def _csv(rows: list[dict]) -> str:
+    """Rows of :meth:`evaluate(...).to_dict` as CSV: the scalars, and the gap terms flattened."""
+    import csv
+    import io
+
+    flat = [{**{k: v for k, v in r.items() if not isinstance(v, (dict, list))},
+             **{f"gap_{k}": v for k, v in r.get("gap_terms", {}).items()}} for r in rows]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(flat[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(flat)
+    return buf.getvalue()
+
+
+def _one(inst, rank: int, streams: int, beamformers, common: dict, fmt: GapFormat) -> None:
     from fedopt.solvers.planner import evaluate
 
     out = evaluate(inst, rank, streams, beamformers=beamformers, **common).to_dict()
-    if fmt is OutputFormat.json:
+    if fmt is GapFormat.json:
         print_json(out)
+    elif fmt is GapFormat.csv:
+        typer.echo(_csv([out]), nl=False)
     else:
         typer.echo(_render_one(out))
 
 
-def _sweep(inst, streams: int, beamformers, common: dict, fmt: OutputFormat,
+def _sweep(inst, streams: int, beamformers, common: dict, fmt: GapFormat,
            plot: Path | None) -> None:
     from fedopt.channel import draw_channel
     from fedopt.solvers.planner import beamformers_for, evaluate
@@ -141,8 +164,11 @@ def _sweep(inst, streams: int, beamformers, common: dict, fmt: OutputFormat,
         from fedopt.figures import gap_vs_rank
 
         gap_vs_rank.plot(gap_vs_rank.from_sweep(out, inst.name), plot)
-    if fmt is OutputFormat.json:
+    if fmt is GapFormat.json:
         print_json(out)
+    elif fmt is GapFormat.csv:
+        typer.echo(_csv([{**r, "mse_sum": out["mse_sum"], "streams": streams} for r in table]),
+                   nl=False)
     else:
         typer.echo(_render_sweep(out))
         if plot is not None:

@@ -171,3 +171,18 @@ def test_a_plan_for_another_instance_is_refused_unless_asked(invoke, tmp_path, s
     assert "--other-instance" in res.stderr
     assert invoke("gap", other, "--plan", path, "--other-instance").exit_code == 0
     assert invoke("gap", "small", "--plan", path).exit_code == 0  # its own instance
+
+
+def test_csv_rows_are_the_json_rows(invoke):
+    import csv
+    import io
+
+    data = json.loads(invoke("gap", "small", "--sweep", "rank", "--format", "json").stdout)
+    rows = list(csv.DictReader(io.StringIO(invoke("gap", "small", "--sweep", "rank", "--format",
+                                                  "csv").stdout)))
+    assert [int(r["rank"]) for r in rows] == [r["rank"] for r in data["rows"]]
+    for got, want in zip(rows, data["rows"], strict=True):
+        assert float(got["gap"]) == want["gap"]  # repr round trip: exact
+        for name, value in want["gap_terms"].items():
+            assert float(got[f"gap_{name}"]) == value
+        assert got["feasible"] == str(want["feasible"])
