@@ -66,7 +66,16 @@ def default_of(spec: type, name: str) -> Any:
 
 
 def _fmt(value: Any) -> str:
-    text = repr(value)
+    """A bounded repr: cut before it is built, so a huge value (a YAML alias bomb, an integer
+    of thousands of digits) never costs its whole text."""
+    import reprlib
+
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    short = reprlib.Repr()  # keyword arguments need Python 3.12
+    short.maxlevel, short.maxlist, short.maxdict, short.maxtuple = 2, 6, 4, 6
+    short.maxstring = short.maxother = 40
+    text = short.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -126,6 +135,10 @@ class Reader:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             kind = "an integer" if integer else "a number"
             self.errors.append(f"{name}: expected {kind}, got {_fmt(value)}")
+            return None
+        if isinstance(value, int) and abs(value) > 2**53:  # beyond exact float range
+            self.errors.append(f"{name}: got {_fmt(value)}, beyond the range this field "
+                               "can hold (|x| <= 2**53)")
             return None
         if integer and not float(value).is_integer():
             self.errors.append(f"{name}: expected an integer, got {_fmt(value)}")
@@ -231,6 +244,12 @@ class Reader:
             return value
         if not isinstance(value, str):
             self.errors.append(f"{self._name(key)}: expected a string, got {_fmt(value)}")
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            self.errors.append(f"{self._name(key)}: contains a lone surrogate (not a text "
+                               f"character): {_fmt(value)}")
             return None
         return value
 

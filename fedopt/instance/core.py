@@ -56,6 +56,41 @@ def _algorithms_for(factors: str) -> list[str]:
     return [a for a, f in ALGORITHM_FACTORS.items() if f == factors]
 
 
+#: the channel array H (K, M, N_r, N_t) of one round, complex128, at most this many entries
+#: (2**27: 2 GiB)
+MAX_CHANNEL_ENTRIES = 2**27
+
+
+def _derived_errors(inst: Instance) -> list[str]:
+    """Derived quantities that would overflow, vanish or be unusable, named by the fields that
+    cause them (checked once the fields themselves are valid)."""
+    errors = []
+    k, m, nr, nt = inst.n_devices, inst.n_subcarriers, inst.n_rx, inst.n_tx
+    if k * m * nr * nt > MAX_CHANNEL_ENTRIES:
+        errors.append(
+            f"devices.count x ofdm.n_subcarriers x server.n_rx x devices.n_tx = {k} x {m} x "
+            f"{nr} x {nt} = {k * m * nr * nt} channel entries per round; at most "
+            f"{MAX_CHANNEL_ENTRIES} (2 GiB)")
+        return errors
+    with np.errstate(all="ignore"):
+        beta = inst.path_loss
+        t_cmp = inst.compute_time_s
+        sigma2 = inst.noise_power_w
+    if not np.all(np.isfinite(beta) & (beta > 0)):
+        worst = float(np.max(inst.path_loss_db))
+        errors.append(f"devices.distance_m: a path loss of {worst:.4g} dB leaves no signal "
+                      f"(the power gain underflows to 0); check devices.distance_m and "
+                      f"channel.carrier_hz")
+    if not np.all(np.isfinite(t_cmp)):
+        errors.append("devices.compute_flops: a compute speed this small makes the local "
+                      "training time infinite; check devices.compute_flops and "
+                      "learning.flops_per_sample")
+    if not (np.isfinite(sigma2) and sigma2 > 0):
+        errors.append(f"server.noise_psd_dbm_hz, server.noise_figure_db: the noise power per "
+                      f"subcarrier would be {sigma2!r} W")
+    return errors
+
+
 @dataclass(frozen=True)
 class Instance:
     """A validated, immutable network-design instance (spec 01 §1).
@@ -87,7 +122,8 @@ class Instance:
                 f"aircomp.streams: L = {bad[0]} exceeds min(N_t, N_r) = min({self.devices.n_tx}, "
                 f"{self.server.n_rx}) = {n_max}; streams must lie in 1..{n_max}"
             )
-        if self.schema_version not in SUPPORTED_SCHEMA_VERSIONS:
+        if isinstance(self.schema_version, bool) \
+                or self.schema_version not in SUPPORTED_SCHEMA_VERSIONS:
             errors.append(schema_message(self.schema_version))
         algorithm = self.learning.algorithm
         if algorithm is not None and ALGORITHM_FACTORS.get(algorithm, self.lora.factors) \
@@ -98,6 +134,8 @@ class Instance:
                 f"{ALGORITHM_FACTORS[algorithm]} or choose an algorithm that sends "
                 f"{self.lora.factors} ({', '.join(_algorithms_for(self.lora.factors))})")
         errors += instance_errors(self)  # distances and Doppler of channel.model: sionna
+        if not errors:
+            errors += _derived_errors(self)
         if errors:
             raise InvalidInstanceError(errors, source=self.name)
 
@@ -118,7 +156,8 @@ class Instance:
             )
         top = Reader(data, "", errors, cls)
         version = top.raw("schema_version", MISSING)  # files must state it; Python need not
-        if version is not MISSING and version not in SUPPORTED_SCHEMA_VERSIONS:
+        if version is not MISSING and (isinstance(version, bool)
+                                       or version not in SUPPORTED_SCHEMA_VERSIONS):
             raise InvalidInstanceError(schema_message(version), source)
         name = top.string("name")
         description = top.string("description")

@@ -41,8 +41,18 @@ from fedopt.instance.sections import (
 )
 from fedopt.sionna_channel import CARRIER_RANGE_HZ
 
-__all__ = ["SECTION_READERS", "read_section", "read_sections", "parse_text", "read_file",
-           "yaml_loader"]
+__all__ = ["LIMITS", "MAX_ALIASES", "MAX_FILE_BYTES", "SECTION_READERS", "read_section",
+           "read_sections", "parse_text", "read_file", "yaml_loader"]
+
+
+#: sizes bounded before anything is allocated (a typo such as ``count: 100000000000`` must be
+#: an error, not an out-of-memory crash); generous next to any real cell
+LIMITS = {"devices": 100_000, "n_rx": 4096, "n_tx": 256, "subcarriers": 65_536, "taps": 4096,
+          "layer_dim": 1_000_000, "layer_count": 100_000}
+#: instance, sweep and plan files larger than this are refused before they are read
+MAX_FILE_BYTES = 16 * 2**20
+#: YAML aliases per file (an alias bomb of a kilobyte can stand for billions of values)
+MAX_ALIASES = 1000
 
 
 def _complete(values: dict[str, Any]) -> bool:
@@ -55,20 +65,20 @@ def _complete(values: dict[str, Any]) -> bool:
 # ---------------------------------------------------------------------------------------------
 def _read_server(r: Reader) -> ServerSpec | None:
     out = dict(
-        n_rx=r.number("n_rx", integer=True, ge=1),
-        noise_psd_dbm_hz=r.number("noise_psd_dbm_hz", lt=0),
-        noise_figure_db=r.number("noise_figure_db", ge=0),
+        n_rx=r.number("n_rx", integer=True, ge=1, le=LIMITS["n_rx"]),
+        noise_psd_dbm_hz=r.number("noise_psd_dbm_hz", gt=-300, lt=0),
+        noise_figure_db=r.number("noise_figure_db", ge=0, le=100),
     )
     r.finish()
     return ServerSpec(**out) if _complete(out) else None
 
 
 def _read_devices(r: Reader) -> DevicesSpec | None:
-    count = r.number("count", integer=True, ge=1)
+    count = r.number("count", integer=True, ge=1, le=LIMITS["devices"])
     k = count if isinstance(count, int) else None
     out = dict(
         count=count,
-        n_tx=r.number("n_tx", integer=True, ge=1),
+        n_tx=r.number("n_tx", integer=True, ge=1, le=LIMITS["n_tx"]),
         p_max_dbm=r.vector("p_max_dbm", k, gt=-100, le=60),
         distance_m=r.vector("distance_m", k, gt=0),
         dataset_size=r.vector("dataset_size", k, gt=0),
@@ -83,7 +93,7 @@ def _read_devices(r: Reader) -> DevicesSpec | None:
 
 def _read_ofdm(r: Reader) -> OFDMSpec | None:
     out = dict(
-        n_subcarriers=r.number("n_subcarriers", integer=True, ge=1),
+        n_subcarriers=r.number("n_subcarriers", integer=True, ge=1, le=LIMITS["subcarriers"]),
         subcarrier_spacing_hz=r.number("subcarrier_spacing_hz", gt=0),
         cp_ratio=r.number("cp_ratio", ge=0, lt=1),
     )
@@ -95,7 +105,7 @@ def _read_channel(r: Reader) -> ChannelSpec | None:
     out = dict(
         fading=r.choice("fading", FADING_MODELS),
         rician_k_db=r.number("rician_k_db", ge=-50, le=50),
-        n_taps=r.number("n_taps", integer=True, ge=1),
+        n_taps=r.number("n_taps", integer=True, ge=1, le=LIMITS["taps"]),
         tap_decay=r.number("tap_decay", gt=0),
         path_loss=r.choice("path_loss", PATH_LOSS_MODELS),
         carrier_hz=r.number("carrier_hz", gt=0),
@@ -161,9 +171,9 @@ def _read_layers(r: Reader) -> list[LoRALayer] | None:
         lr = Reader(item, f"{r.path}.layers[{i}]", r.errors, LoRALayer)
         vals = dict(
             name=lr.string("name", f"layer{i}"),  # the field has no default: it is per index
-            d_out=lr.number("d_out", integer=True, ge=1),
-            d_in=lr.number("d_in", integer=True, ge=1),
-            count=lr.number("count", integer=True, ge=1),
+            d_out=lr.number("d_out", integer=True, ge=1, le=LIMITS["layer_dim"]),
+            d_in=lr.number("d_in", integer=True, ge=1, le=LIMITS["layer_dim"]),
+            count=lr.number("count", integer=True, ge=1, le=LIMITS["layer_count"]),
         )
         lr.finish()
         if _complete(vals):
@@ -290,18 +300,63 @@ def read_section(key: str, data: Any, errors: list[str]) -> Any:
 # Text and files
 # ---------------------------------------------------------------------------------------------
 def yaml_loader() -> type:
-    """``yaml.SafeLoader`` that also reads YAML 1.2 floats such as ``3.5e9`` and ``1e-3``.
+    """``yaml.SafeLoader`` made strict for hand-written files.
 
-    PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent, so ``3.5e9`` would
-    load as the string ``'3.5e9'`` and be rejected as "expected a number".
+    - YAML 1.2 floats such as ``3.5e9`` and ``1e-3`` are numbers (PyYAML follows YAML 1.1,
+      where a float needs a dot and a signed exponent, so ``3.5e9`` would be a string);
+    - YAML 1.1's surprises are errors naming the line: a leading-zero integer (``010`` is 8 in
+      YAML 1.1, 10 to a reader), a sexagesimal number (``1:30`` is 90), a duplicate key (YAML
+      keeps the last silently);
+    - more than :data:`MAX_ALIASES` aliases is refused (an alias bomb), and an integer longer
+      than Python converts (4300 digits) is a YAML error, not a ``ValueError``.
     """
     import re
 
     import yaml
+    from yaml.constructor import ConstructorError
 
     class _Loader(yaml.SafeLoader):
-        pass
+        aliases = 0
 
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > MAX_ALIASES:
+                    raise ConstructorError(None, None, f"more than {MAX_ALIASES} aliases "
+                                           "(an alias bomb?)", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise ConstructorError(None, None, f"duplicate key {key!r} (YAML would keep "
+                                           "the last one silently)", key_node.start_mark)
+                if isinstance(key, (str, int, float, bool)):
+                    seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    def refuse_yaml11(loader: Any, node: Any) -> Any:
+        raise ConstructorError(None, None, f"{node.value!r} is read differently by YAML 1.1 (a "
+                               "leading zero is octal, a colon is base 60); write the number "
+                               "plainly (10, 90) or quote it", node.start_mark)
+
+    def integer(loader: Any, node: Any) -> Any:
+        try:
+            return yaml.SafeLoader.construct_yaml_int(loader, node)
+        except ValueError:
+            raise ConstructorError(None, None, f"an integer of {len(node.value)} digits is "
+                                   "beyond what can be read", node.start_mark) from None
+
+    resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    odd = re.compile(r"^[-+]?(?:0[0-9_]+|[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?)$")
+    for first in "-+0123456789":
+        resolvers.setdefault(first, [])
+        resolvers[first].insert(0, ("tag:fedopt,2024:yaml11", odd))
+    _Loader.yaml_implicit_resolvers = resolvers
+    _Loader.add_constructor("tag:fedopt,2024:yaml11", refuse_yaml11)
+    _Loader.add_constructor("tag:yaml.org,2002:int", integer)
     _Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float",
         re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
@@ -314,11 +369,13 @@ def parse_text(text: str, path: Path) -> Any:
     """The mapping in ``text``: JSON if ``path`` ends in ``.json``, else YAML."""
     if path.suffix.lower() == ".json":
         try:
-            return json.loads(text)
+            return json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise InvalidInstanceError(
                 f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", str(path)
             ) from None
+        except (ValueError, RecursionError) as exc:  # a duplicate key, digits, depth
+            raise InvalidInstanceError(f"not valid JSON: {exc}", str(path)) from None
     import yaml
 
     try:
@@ -326,13 +383,36 @@ def parse_text(text: str, path: Path) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise InvalidInstanceError(f"not valid YAML{where}: {exc}", str(path)) from None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InvalidInstanceError(f"not valid YAML{where}: {problem}", str(path)) from None
+    except RecursionError:
+        raise InvalidInstanceError("not valid YAML: nested deeper than the reader allows (a "
+                                   "few hundred levels)", str(path)) from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r} (a JSON reader would keep the last one)")
+        out[key] = value
+    return out
 
 
 def read_file(path: Path) -> Any:
-    """The mapping in a ``.yaml``/``.yml`` or ``.json`` file."""
+    """The mapping in a ``.yaml``/``.yml`` or ``.json`` file (at most :data:`MAX_FILE_BYTES`,
+    UTF-8)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise InvalidInstanceError(f"the file has {size} bytes; an instance or sweep file "
+                                       f"is at most {MAX_FILE_BYTES} bytes", str(path))
+        data = path.read_bytes()
     except OSError as exc:
         raise InvalidInstanceError(f"cannot read file: {exc.strerror}", str(path)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInstanceError(f"not UTF-8 text: byte 0x{data[exc.start]:02x} at offset "
+                                   f"{exc.start}", str(path)) from None
     return parse_text(text, path)
