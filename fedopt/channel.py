@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedopt.errors import ChannelFileError, InvalidArgumentError
-from fedopt.io import atomic_savez
+from fedopt.errors import ChannelFileError, FedOptError, InvalidArgumentError
+from fedopt.io import NPZ_ERRORS, atomic_savez, check_npz
 
 if TYPE_CHECKING:  # fedopt.instance imports this module (path loss): no import cycle at run time
     from fedopt.instance import Instance
@@ -94,6 +94,7 @@ def validate_channel_array(h: np.ndarray, instance: Instance | None = None,
             f"{name}: {int(bad.sum())} non-finite entries (NaN or inf), first at device {k}, "
             f"subcarrier {m}, entry ({i}, {j}); channel entries must be finite"
         )
+    _check_range(h, name)
     if instance is not None:
         expected = (instance.n_devices, instance.n_subcarriers, instance.n_rx, instance.n_tx)
         labels = ("devices.count (K)", "ofdm.n_subcarriers (M)", "server.n_rx (N_r)",
@@ -105,6 +106,30 @@ def validate_channel_array(h: np.ndarray, instance: Instance | None = None,
                     f"{label} = {want}; expected shape {expected}, got {h.shape}"
                 )
     return h.astype(np.complex128, copy=False)
+
+
+#: usable channel power gains |h|² (a real one is 1e-20 .. 1: path loss 200 .. 0 dB): squares
+#: beyond these overflow or underflow in the solvers' normal equations
+GAIN_RANGE = (1e-100, 1e100)
+
+
+def _check_range(h: np.ndarray, name: str) -> None:
+    """Every device's channel must be usable: not all zero, and |h|² within GAIN_RANGE."""
+    if h.size == 0:
+        return
+    with np.errstate(all="ignore"):
+        gain = np.mean(np.abs(h.astype(np.complex128)) ** 2, axis=tuple(range(1, h.ndim)))
+        peak = float(np.max(np.abs(h).astype(np.float64)) ** 2)  # inf past float range
+    lo, hi = GAIN_RANGE
+    weak = np.flatnonzero(~(gain >= lo))
+    if weak.size:
+        raise ChannelFileError(f"{name}: device {int(weak[0])} has a mean gain |h|² of "
+                               f"{gain[weak[0]]:.3g}, below {lo:g} (all zero, or a path loss "
+                               "past 1000 dB); no signal to plan for")
+    if not peak <= hi:
+        raise ChannelFileError(f"{name}: an entry has |h|² = {peak:.3g}, above {hi:g}; a "
+                               "channel of this scale overflows the solvers (real gains are "
+                               "at most 1)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,6 +184,10 @@ class Channel:
         """
         path = Path(path)
         try:
+            check_npz(path)  # headers first: a huge claimed array is refused unread
+        except FedOptError as exc:
+            raise ChannelFileError(str(exc)) from None
+        try:
             with np.load(path, allow_pickle=False) as data:
                 if "H" not in data.files:
                     raise ChannelFileError(
@@ -169,7 +198,7 @@ class Channel:
                 meta = data["meta"] if "meta" in data.files else None
         except ChannelFileError:
             raise
-        except (OSError, ValueError) as exc:
+        except NPZ_ERRORS as exc:
             raise ChannelFileError(f"{path}: not a readable .npz channel file ({exc})") from None
         seed = rnd = None
         if meta is not None:

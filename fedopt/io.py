@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,12 @@ import numpy as np
 from fedopt.errors import FedOptError
 
 __all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_savez", "encode_array",
-           "decode_array", "ensure_dir"]
+           "decode_array", "ensure_dir", "check_npz", "NPZ_ERRORS", "MAX_NPZ_ENTRIES"]
+
+#: what reading a damaged .npz can raise (truncated, not a zip, a .npy named .npz, bad header)
+NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, IndexError, zipfile.BadZipFile)
+#: entries of all arrays of one .npz file together, checked from the headers before reading
+MAX_NPZ_ENTRIES = 2**27
 
 
 def _umask() -> int:
@@ -130,3 +136,37 @@ def decode_array(d: Any, name: str = "array") -> np.ndarray:
             raise FedOptError(f"{name}: real and imag parts differ in size")
         return (real + 1j * imag).reshape(shape)
     return real.reshape(shape)
+
+
+def check_npz(path: str | os.PathLike, max_entries: int = MAX_NPZ_ENTRIES) -> dict[str, tuple]:
+    """The (shape, dtype) of each array of an ``.npz`` file, read from the headers only, so an
+    archive whose header claims a huge array is refused before anything is allocated.
+
+    Raises
+    ------
+    FedOptError
+        Not a zip archive of ``.npy`` members, a member without a readable header, or more
+        than ``max_entries`` entries in all (the message names the file and the limit).
+    """
+    path = Path(path)
+    out: dict[str, tuple] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                with zf.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                    else:
+                        raise ValueError(f"npy format version {version} is not read")
+                out[info.filename.removesuffix(".npy")] = (shape, dtype)
+    except NPZ_ERRORS as exc:
+        raise FedOptError(f"{path}: not a readable .npz archive ({type(exc).__name__}: "
+                          f"{str(exc)[:100]})") from None
+    total = sum(int(np.prod(shape, dtype=object)) for shape, _ in out.values())
+    if total > max_entries:
+        raise FedOptError(f"{path}: its arrays claim {total} entries; at most {max_entries} "
+                          "are read")
+    return out

@@ -32,6 +32,11 @@ __all__ = ["AirCompPlan", "DigitalPlan", "PLAN_SCHEMA_VERSION", "PLAN_SUFFIXES",
 
 PLAN_SCHEMA_VERSION = 1
 
+
+def _short(value: Any) -> str:
+    text = repr(value) if not isinstance(value, (list, dict)) else type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
 #: the plan file formats, by suffix
 PLAN_SUFFIXES = (".json", ".npz")
 
@@ -106,6 +111,11 @@ class Plan:
         for name, value in (("rank", self.rank), ("streams", self.streams)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise PlanError(f"{name}: got {value!r}, must be an integer >= 1")
+        for name in ("method", "instance_name", "instance_digest"):
+            if not isinstance(getattr(self, name), str):
+                raise PlanError(f"{name}: got {_short(getattr(self, name))}, must be a string")
+        if not isinstance(self.metadata, Mapping):
+            raise PlanError(f"metadata: got {_short(self.metadata)}, must be a mapping")
         for name in ("channel_seed", "channel_round"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool)
@@ -232,9 +242,11 @@ class Plan:
         the class their content says); ``cls`` other than :class:`Plan` insists on its kind."""
         fields = dict(fields)
         kind = fields.pop("kind", None)
+        extra = {f for k in _KINDS.values() for f in k._EXTRA}
         if kind is None:
-            klass = Plan(**fields).typed_class() if cls is Plan else cls
-        elif kind not in _KINDS:
+            base = {k: v for k, v in fields.items() if k not in extra}
+            klass = Plan(**base).typed_class() if cls is Plan else cls
+        elif not isinstance(kind, str) or kind not in _KINDS:
             raise PlanError(f"kind: got {kind!r}, must be one of {', '.join(_KINDS)}")
         else:
             klass = _KINDS[kind]
@@ -245,8 +257,7 @@ class Plan:
             method = (fields.get("metadata") or {}).get("beamforming_method")
             if method is not None:
                 fields["beamforming_method"] = method
-        unexpected = sorted(set(fields) & {f for k in _KINDS.values() for f in k._EXTRA}
-                            - set(klass._EXTRA))
+        unexpected = sorted(set(fields) & extra - set(klass._EXTRA))
         if unexpected:
             raise PlanError(f"{unexpected[0]}: not a field of a {klass.KIND!r} plan")
         return klass(**fields)
