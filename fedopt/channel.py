@@ -186,7 +186,8 @@ class Channel:
         try:
             check_npz(path)  # headers first: a huge claimed array is refused unread
         except FedOptError as exc:
-            raise ChannelFileError(str(exc)) from None
+            raise ChannelFileError(str(exc).replace(".npz file", ".npz channel file", 1)
+                                   ) from None
         try:
             with np.load(path, allow_pickle=False) as data:
                 if "H" not in data.files:

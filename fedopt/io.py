@@ -163,7 +163,7 @@ def check_npz(path: str | os.PathLike, max_entries: int = MAX_NPZ_ENTRIES) -> di
                         raise ValueError(f"npy format version {version} is not read")
                 out[info.filename.removesuffix(".npy")] = (shape, dtype)
     except NPZ_ERRORS as exc:
-        raise FedOptError(f"{path}: not a readable .npz archive ({type(exc).__name__}: "
+        raise FedOptError(f"{path}: not a readable .npz file ({type(exc).__name__}: "
                           f"{str(exc)[:100]})") from None
     total = sum(int(np.prod(shape, dtype=object)) for shape, _ in out.values())
     if total > max_entries:
