@@ -2,10 +2,12 @@
 
 Imports go one way: cli / figures / benchmarks → solvers → gap_models → fedopt (an arrow means
 "may import"); inside ``fedopt`` the planning domain never imports the FL room ``fedopt.fl``, and
-only the FL room and the validation room of the solvers import torch. The command line is the
-outermost layer: ``fedopt figures`` is the one command that imports the figures (cli → figures is
-allowed; figures never imports cli). Checked on every module's import statements (lazy ones
-included), so a violation fails even in code paths the other tests never run.
+only the FL room and the validation room of the solvers import torch; the Flower room
+``fedopt.flower`` may use the FL room's aggregators but imports no solver and no torch. The
+command line is the outermost layer: ``fedopt figures`` is the one command that imports the
+figures (cli → figures is allowed; figures never imports cli). Checked on every module's import
+statements (lazy ones included), so a violation fails even in code paths the other tests never
+run.
 
 One installed import package: the repository's folders ``solvers/``, ``gap_models/``, ``cli/``
 and ``figures/`` are the packages ``fedopt.solvers`` and so on; nothing imports them by their
@@ -31,6 +33,9 @@ FORBIDDEN = {
                "fedopt.figures", "benchmarks", "torch"},
     "fedopt/fl": {"fedopt.gap_models", "fedopt.solvers", "fedopt.cli", "fedopt.figures",
                   "benchmarks"},
+    # the Flower strategy: the FL room's numpy aggregators, flwr (lazily), never a solver
+    "fedopt/flower": {"fedopt.gap_models", "fedopt.solvers", "fedopt.cli", "fedopt.figures",
+                      "benchmarks", "torch"},
     "gap_models": {"fedopt.fl", "fedopt.solvers", "fedopt.cli", "fedopt.figures", "benchmarks",
                    "torch"},
     "solvers": {"fedopt.fl", "torch", "fedopt.cli", "fedopt.figures", "benchmarks",
