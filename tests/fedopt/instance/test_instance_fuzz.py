@@ -57,12 +57,16 @@ def _count(loader: str, outcome: str) -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _report():
+def _report(request):
+    """Print the number of cases per loader in the test log (captured output would hide it)."""
     yield
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     for loader, outcomes in COUNTS.items():
         total = sum(outcomes.values())
-        print(f"\nfuzz {loader}: {total} files: " + ", ".join(
-            f"{k} {v}" for k, v in sorted(outcomes.items())))
+        line = f"fuzz {loader}: {total} files: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(outcomes.items()))
+        if reporter is not None:
+            reporter.write_line(line)
 
 
 def _mutated(data: st.DataObject) -> dict:
