@@ -189,7 +189,11 @@ class RunFiles:
         after removing a stale checkpoint and summary (a fresh run starts clean)."""
         ckpt = self.checkpoint
         if resume and ckpt is not None and ckpt.exists():
-            return load_run_checkpoint(ckpt, self.digest, q)
+            state = load_run_checkpoint(ckpt, self.digest, q)
+            # the checkpoint's log is authoritative: a log line torn by a crash (even after the
+            # last round) is repaired here, not carried on
+            write_log(self.log, state.history)
+            return state
         if self.out is not None:
             for p in (ckpt, self.summary):
                 if p.exists():

@@ -62,10 +62,15 @@ class RoundBeamformers:
                 "seed": self.seed, "options": {k: str(v) for k, v in self.options.items()}}
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {} if self.prev is None else {"prev": self.prev}
+        """The warm start and the running counts (so a resumed run reports every solve)."""
+        counts = {"solves": np.array(self.solves, dtype=np.int64),
+                  "solve_time_s": np.array(self.solve_time_s)}
+        return counts if self.prev is None else {"prev": self.prev, **counts}
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         self.prev = None if "prev" not in state else np.array(state["prev"])
+        self.solves = int(state["solves"]) if "solves" in state else 0
+        self.solve_time_s = float(state["solve_time_s"]) if "solve_time_s" in state else 0.0
 
     def __call__(self, t: int, H: np.ndarray) -> np.ndarray:
         key = (*self._chain, int(t))

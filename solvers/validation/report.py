@@ -97,8 +97,9 @@ def _curves(curves: list[tuple[list, list]]) -> dict[str, Any]:
 def combine_seeds(per_seed: list[dict[str, Any]], curves: list[tuple[list, list]],
                   error: str | None) -> dict[str, Any]:
     """One method's entry of the report from its per-seed run summaries."""
-    if error is not None and not per_seed:
-        return {"error": error, **{k: None for k in REPORTED}}
+    if not per_seed:  # an error before any seed ran, or a validation stopped before it
+        return {"error": error or "not run: the validation was stopped before this method",
+                **{k: None for k in REPORTED}}
     out: dict[str, Any] = {}
     for key in REPORTED:
         out[key], out[f"{key}_std"] = _mean_std([s.get(key) for s in per_seed])

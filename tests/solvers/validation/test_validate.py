@@ -210,3 +210,15 @@ def test_a_corrupt_corpus_or_base_model_exits_2_with_its_name(invoke, monkeypatc
     monkeypatch.setitem(pretrained.SHIPPED_SHA256, "prose-base", "0" * 64)
     res = invoke("validate", "--rounds", "1", "--seeds", "0", "--quiet")
     assert res.exit_code == 2 and "prose-base.pt: SHA-256" in res.output
+
+
+def test_a_resumed_run_counts_every_beamforming_solve(tiny, tmp_path):
+    settings = _settings(rounds=3)
+    straight = validate(tiny, settings=settings).to_dict(per_seed=True)
+    want = straight["methods"]["airfl-lora"]["seeds"][0]["beamforming_solves"]
+    assert want == 2  # round 0 uses the plan's own beamformers; rounds 1 and 2 re-solve
+    validate(tiny, settings=settings, out_dir=tmp_path, callback=lambda rec: rec["done"] >= 2)
+    resumed = validate(tiny, settings=settings, out_dir=tmp_path, resume=True).to_dict(
+        per_seed=True)
+    # it used to report only the solves of the resumed process (1)
+    assert resumed["methods"]["airfl-lora"]["seeds"][0]["beamforming_solves"] == want
