@@ -267,6 +267,9 @@ def validate(
         "(solved first).")] = "char-tasks",
     instance: Annotated[str | None, typer.Option(
         "--instance", help="Instance of a plan file (default: the plan's preset).")] = None,
+    other_instance: Annotated[bool, typer.Option(
+        "--other-instance", help="Accept a plan file made for another instance of the same "
+        "shapes (its recorded digest differs).")] = False,
     method: Annotated[PlanMethod, typer.Option(
         "--method", "-m", help="Planner used when SOURCE is an instance.")]
     = PlanMethod.airfl_lora,
@@ -339,6 +342,8 @@ def validate(
         method, optimizer, mode = method.value, optimizer.value, mode.value
         algorithm = None if algorithm is None else algorithm.value
         plan, inst = _load(source, instance)
+        if plan is not None:
+            plan.check(inst, same_instance=not other_instance)
         testbed = inst.learning.testbed
         base = (ValidateSettings.quick(testbed) if quick
                 else ValidateSettings.for_testbed(testbed))

@@ -143,6 +143,9 @@ class Plan:
                     f"receive_beamformers: A_m is all zero on subcarrier(s) "
                     f"{zero[:8].tolist()}{' ...' if zero.size > 8 else ''}; a receive "
                     "beamformer has unit Frobenius norm (nothing would be received)")
+            if self.power_scale is not None and np.any(self.power_scale < 0):
+                raise PlanError("power_scale: values must be >= 0 (c_m scales the unit-norm "
+                                "beamformer A_m)")
             if self.power_scale is not None and self.power_scale.shape != (a.shape[0],):
                 raise PlanError(
                     f"power_scale: expected shape ({a.shape[0]},) (one per subcarrier), "

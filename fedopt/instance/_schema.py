@@ -201,6 +201,9 @@ class Reader:
             return value
         name = self._name(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if length is None:  # a list field without a length: a lone number is no list
+                self.errors.append(f"{name}: expected a list of numbers, got {_fmt(value)}")
+                return None
             checked = self._check_number(name, value, integer=integer, gt=gt, ge=ge, le=le, lt=lt)
             if checked is None or length is None:
                 return None

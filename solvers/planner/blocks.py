@@ -143,6 +143,10 @@ def check_latency_feasible(instance: Instance, ranks: Sequence[int],
 def infeasible_message(instance: Instance, ranks: Sequence[int], streams: Sequence[int]) -> str:
     """The message of a search that found no feasible (r, L) (energy budgets included)."""
     lat, r, s = _smallest_latency(instance, ranks, streams)
+    if instance.devices.energy_budget_j is None:
+        return (f"no (rank, streams) candidate meets the latency budget; the smallest "
+                f"achievable round latency is {lat:.4g} s (rank {r}, {s} streams); check "
+                "constraints.latency_budget_s")
     return (f"no (rank, streams) candidate meets the latency and energy budgets; the smallest "
             f"achievable round latency is {lat:.4g} s (rank {r}, {s} streams); check "
             "devices.energy_budget_j and constraints.latency_budget_s")

@@ -106,3 +106,20 @@ def test_table_fits_100_columns_with_the_spread_and_csv_has_its_numbers(invoke, 
         m = report["methods"][r["method"]]
         assert float(r["final_eval_loss"]) == m["final_eval_loss"]  # unrounded
         assert float(r["final_eval_loss_std"]) == m["final_eval_loss_std"]
+
+
+def test_a_plan_for_another_instance_is_refused_before_training(invoke, tmp_path):
+    import yaml
+
+    from fedopt.instance import load_instance
+
+    plan = tmp_path / "plan.json"
+    assert invoke("solve", "tiny-char", "-q", "--method", "centroid-plan", "-o",
+                  plan).exit_code == 0
+    data = load_instance("tiny-char").to_dict()
+    data["devices"]["p_max_dbm"] = 0.0  # same shapes, other physics
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(data))
+    res = invoke("validate", plan, "--instance", other, *FAST[1:], "--out", tmp_path / "o")
+    assert res.exit_code == 2 and "the plan was made for instance 'tiny-char'" in res.stderr
+    assert not (tmp_path / "o").exists()  # refused before any run

@@ -248,3 +248,35 @@ def test_validate_channel_array_accepts_real_and_returns_complex():
     h = validate_channel_array(np.ones((1, 2, 3, 4)))
     assert h.dtype == np.complex128
     assert_array_equal(h, np.ones((1, 2, 3, 4)))
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda p: p.write_bytes(b""), "not a readable .npz channel file"),
+    (lambda p: np.save(p.with_suffix(".npy"), np.zeros(3)) or p.with_suffix(".npy").rename(p),
+     "not a readable .npz channel file"),
+    (lambda p: _huge_header(p), "claim"),
+])
+def test_damaged_and_hostile_npz_files_are_named(tmp_path, make, needle):
+    path = tmp_path / "H.npz"
+    make(path)
+    with pytest.raises(ChannelFileError, match=needle):
+        Channel.load(path)
+
+
+def _huge_header(path):
+    """A valid .npz whose only member's header claims a (10^6)^4 array of 16 bytes each."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<c16", "fortran_order": False,
+                                               "shape": (10**6,) * 4})
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("H.npy", buf.getvalue())
+
+
+@pytest.mark.parametrize("scale, needle", [(1e160, r"above 1e\+100"), (0.0, r"below 1e-100")])
+def test_a_channel_outside_the_usable_range_is_named(small_instance, scale, needle):
+    h = draw_channel(small_instance, 0).H * scale  # 1e160 used to validate, then crash a solver
+    with pytest.raises(ChannelFileError, match=needle):
+        Channel(H=h)

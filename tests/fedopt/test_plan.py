@@ -305,3 +305,16 @@ def test_a_bad_channel_draw_is_named_by_its_field(small_instance, tmp_path, fiel
     # it used to surface later as "seed: got -1", naming no field of the plan file
     with pytest.raises(PlanError, match=f"{field}: got {value!r}, must be an integer >= 0"):
         Plan.load(path)
+
+
+def test_negative_power_scales_are_refused(small_instance):
+    from dataclasses import fields
+
+    from fedopt.solvers import solve
+
+    plan = solve(small_instance, "centroid-plan", seed=0).solution
+    c = np.array(plan.power_scale)
+    c[0] = -c[0]
+    with pytest.raises(PlanError, match="power_scale: values must be >= 0"):
+        type(plan)(**{**{f.name: getattr(plan, f.name) for f in fields(plan)},
+                      "power_scale": c})

@@ -367,3 +367,12 @@ def test_a_plan_divides_nothing_by_an_unrelated_bound(small_instance):
     np.testing.assert_allclose(ratio, res.objective_per_subcarrier / res.bound_per_subcarrier,
                                rtol=1e-15)
     assert np.all(ratio >= 1 - 1e-9) and res.bound_kind == "sdr-dual"
+
+
+def test_the_infeasible_message_names_energy_only_when_a_budget_is_set(small_instance):
+    from fedopt.solvers.planner.blocks import infeasible_message
+
+    plain = infeasible_message(small_instance, [1, 2], [1])
+    assert "energy" not in plain and "constraints.latency_budget_s" in plain
+    budgeted = infeasible_message(small_instance.with_devices(energy_budget_j=1e-3), [1, 2], [1])
+    assert "devices.energy_budget_j" in budgeted

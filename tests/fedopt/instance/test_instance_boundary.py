@@ -93,3 +93,13 @@ def test_plain_yaml_numbers_still_read_as_numbers(tmp_path, text):
                                                                 "cp_ratio: 0.0"))
     inst = load_instance(path)
     assert inst.n_rx == 10 and inst.ofdm.cp_ratio == 0.0
+
+
+def test_a_number_where_a_list_goes_is_named(small_dict):
+    from fedopt.instance import Instance
+
+    small_dict["learning"] = {**small_dict.get("learning", {}), "spectrum_kind": "measured",
+                              "spectrum_values": 3}
+    # the learning section used to become None without a word
+    with pytest.raises(InvalidInstanceError, match="learning.spectrum_values: expected a list"):
+        Instance.from_dict(small_dict)
