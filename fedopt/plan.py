@@ -173,14 +173,6 @@ class Plan:
         another instance of the same shapes (other powers, distances, budgets) fits the arrays
         but not the physics.
         """
-        if (same_instance and self.instance_digest
-                and self.instance_digest != instance.digest()):
-            raise PlanError(
-                f"the plan was made for instance {self.instance_name!r} (digest "
-                f"{self.instance_digest}), not for {instance.name!r} (digest "
-                f"{instance.digest()}): the two differ in some field, so its rank and "
-                "beamformers were not chosen for this one; pass --other-instance to use it "
-                "anyway")
         problems = []
         if not 1 <= self.rank <= instance.lora.max_rank:
             problems.append(
@@ -202,6 +194,14 @@ class Plan:
                                 f"K = {instance.n_devices} devices")
         if problems:
             raise PlanError(f"plan does not fit instance {instance.name!r}: " + "; ".join(problems))
+        if (same_instance and self.instance_digest
+                and self.instance_digest != instance.digest()):
+            raise PlanError(
+                f"the plan was made for instance {self.instance_name!r} (digest "
+                f"{self.instance_digest}), not for {instance.name!r} (digest "
+                f"{instance.digest()}): the two differ in some field, so its rank and "
+                "beamformers were not chosen for this one; pass --other-instance to use it "
+                "anyway")
         return self
 
     # -- serialization ------------------------------------------------------------------------
