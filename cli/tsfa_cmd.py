@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from fedopt.cli._common import OutputFormat, print_json, user_errors
+from fedopt.cli._common import OutputFormat, print_json, progress, user_errors
 
 
 def tsfa_simulate(
@@ -27,27 +27,25 @@ def tsfa_simulate(
 ) -> None:
     """Simulate TSFA's online stage: per round, the sparsity and bandwidth split that trade the
     sparsification error against latency under a long-term average latency budget."""
+    show = not quiet and fmt is OutputFormat.text
     with user_errors():
-        from fedopt.instance import load_instance
-        from fedopt.solvers.tsfa import select_rank, simulate
+        with progress("tsfa-simulate", show) as tick:
+            tick({"label": "loading the instance and the TSFA solver"})  # from second 0
+            from fedopt.instance import load_instance
+            from fedopt.solvers.tsfa import select_rank, simulate
 
-        inst = load_instance(source)
-        if rank is None:
-            rank = select_rank(inst, avg_latency_budget_s=budget, seed=seed).solution.rank
-        else:
-            rank = inst.validate_rank(rank)
-        show = not quiet and fmt is OutputFormat.text
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        console = Console(stderr=True)
-        with Progress("{task.description}", BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console, transient=True,
-                      disable=not (show and console.is_terminal)) as bar:
-            task = bar.add_task(f"TSFA online stage, r = {rank}, V = {v:g}", total=rounds)
+            inst = load_instance(source)
+            if rank is None:
+                tick({"label": "offline stage: choosing the rank"})
+                rank = select_rank(inst, avg_latency_budget_s=budget, seed=seed).solution.rank
+            else:
+                rank = inst.validate_rank(rank)
+            label = f"online stage, r = {rank}, V = {v:g}: round"
+            tick({"done": 0, "total": rounds, "label": label})
             report = simulate(inst, rank, rounds=rounds, V=v, seed=seed,
                               avg_latency_budget_s=budget,
-                              callback=lambda rec: bar.update(task, completed=rec["round"] + 1))
+                              callback=lambda rec: tick({"done": rec["round"] + 1,
+                                                         "total": rounds, "label": label}))
         res = report.to_dict()
         keys = ("rounds", "avg_latency_s", "latency_budget_s", "mean_queue", "final_queue",
                 "mean_sparsity", "mean_sparsification_error", "queue_bound_s",

@@ -174,6 +174,13 @@ class SolverRun:
             self.stopped = True
         return self.stopped
 
+    def notify(self, record: Mapping[str, Any]) -> bool:
+        """Pass a progress record (what starts now; ``done``/``total``) to the callback without
+        logging it in the history; True when the run should stop."""
+        if self.callback is not None and self.callback(dict(record)):
+            self.stopped = True
+        return self.stopped
+
     def result(self, solution: Any, objective: float, *, status: Status, message: str,
                **fields: Any) -> SolveResult:
         """The :class:`SolveResult` of the run: wall time measured here; a run that the callback

@@ -74,6 +74,9 @@ class StreamSearch:
         self.solved: dict[int, StreamSolution] = {}
         self.blocks: dict[int, RankBlock] = {}
         self.pruned: dict[int, float] = {}
+        #: stream counts the search will visit at most (None: not known in advance), for the
+        #: progress records that :meth:`solve` sends before each beamforming solve
+        self.total: int | None = None
 
     def problem(self, streams: int) -> BeamformingProblem:
         return BeamformingProblem.from_instance(self.instance, self.channel, streams)
@@ -83,6 +86,10 @@ class StreamSearch:
         if streams in self.solved:
             return self.blocks[streams]
         problem = self.problem(streams)
+        done = len(self.solved) + len(self.pruned)
+        label = f"L = {streams} beamformers, {problem.H.shape[1]} subcarriers"
+        self.run.notify({"label": label, "done": done, "total": self.total}
+                        if self.total is not None else {"label": label})
         kwargs = dict(self.options)
         if BEAMFORMING_TABLE[self.beamforming].uses_init and init is not None:
             kwargs["init"] = init
@@ -103,6 +110,7 @@ class StreamSearch:
 
     # -- the searches -------------------------------------------------------------------------
     def exhaustive(self, streams: Sequence[int]) -> None:
+        self.total = len(streams)
         for n_streams in reversed(streams):
             self.solve(n_streams)
             if self.run.stopped:
@@ -116,6 +124,7 @@ class StreamSearch:
         lower = {s: rank_block(self.gap, self.instance, self.ranks, s,
                                float(single_device_bound(self.problem(s)).sum())).gap
                  for s in streams}
+        self.total = len(streams)  # at most: the pruned ones count as done
         for n_streams in sorted(streams, key=lambda s: (lower[s], -s)):
             if lower[n_streams] >= self.best_gap or np.isinf(lower[n_streams]):
                 self.pruned[n_streams] = lower[n_streams]

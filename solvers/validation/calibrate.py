@@ -41,9 +41,11 @@ header that records what was measured and how well each fit fits.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,7 +88,8 @@ def calibrate(instance: Instance, *, rounds: int | None = None,
               seed: int | None = None,
               callback: Callable[[dict[str, Any]], Any] | None = None,
               noise: float | None = None,
-              truncation: str = "loss-profile") -> Calibration:
+              truncation: str = "loss-profile", out_dir: str | os.PathLike | None = None,
+              rerun: bool = False) -> Calibration:
     """Pilot runs of the FL loop and the gap-model constants fitted to them (module notes).
 
     Parameters
@@ -124,6 +127,14 @@ def calibrate(instance: Instance, *, rounds: int | None = None,
         the least-squares fit on the latter either way. Measured on ``char-tasks``: the
         learned-update tails put the loss of r = 16 against r = 32 at 0.004 nats where the loop
         measures 0.04, so with ``"spectrum"`` the planner gives up rank too early.
+    out_dir
+        Where finished pilots are saved as they finish (``out_dir/pilots/<key>.json``,
+        :mod:`~fedopt.solvers.validation.calibration_store`) and found again: a pilot saved
+        there by an interrupted or earlier calibration with the same instance, recipe, rounds,
+        rank, seed and noise level is read instead of rerun (it is the pilot a rerun would
+        compute). None: nothing is saved.
+    rerun
+        Rerun every pilot even when ``out_dir`` holds it (the saved record is replaced).
 
     Raises
     ------
@@ -132,10 +143,12 @@ def calibrate(instance: Instance, *, rounds: int | None = None,
         pilot diverged; :class:`~fedopt.errors.PlanError` if the instance's LoRA layers are not
         the loop model's.
     """
+    if callback is not None:
+        callback({"label": "loading the testbed and its base model"})
     run = _prepare(instance, rounds=rounds, ranks=ranks, seeds=seeds, noise_levels=noise_levels,
                    noise_rank=noise_rank, settings=settings, seed=seed, noise=noise,
                    truncation=truncation)
-    pilots = _run_pilots(instance, run, callback)
+    pilots = _run_pilots(instance, run, callback, out_dir, rerun)
     ideal, noisy, warnings = _split_pilots(pilots, run.plan)
     fits = _fit(instance, run, ideal, noisy)
     return _assemble(instance, run, pilots, fits, [*warnings, *_fit_warnings(fits)])
@@ -187,9 +200,13 @@ def _label(job: tuple[int, int, float]) -> str:
 
 
 def _run_pilots(instance: Instance, run: _Run,
-                callback: Callable[[dict[str, Any]], Any] | None) -> list[_Pilot]:
+                callback: Callable[[dict[str, Any]], Any] | None,
+                out_dir: str | os.PathLike | None = None, rerun: bool = False) -> list[_Pilot]:
     """Every ideal pilot (seed by seed, rank by rank), then every noisy one (seed by seed, level
-    by level), reporting progress to ``callback`` before the first and after each."""
+    by level), reporting progress to ``callback`` before the first and after each; with
+    ``out_dir``, each is read from there when saved (unless ``rerun``) or saved when done."""
+    from fedopt.solvers.validation import calibration_store as store
+
     plan = run.plan
     jobs = [(r, s, 0.0) for s in plan.seeds for r in plan.ranks]
     jobs += [(plan.noise_rank, s, x) for s in plan.seeds for x in plan.noise_levels]
@@ -202,9 +219,17 @@ def _run_pilots(instance: Instance, run: _Run,
     report(0)
     pilots: list[_Pilot] = []
     for i, (r, s, x) in enumerate(jobs):
-        # looked up here, at call time: tests replace the module's _pilot
-        pilots.append(_pilot(instance, run.data, run.base, run.recipe, rank=r,
-                             rounds=plan.rounds, seed=s, noise=x))
+        key = store.pilot_key(instance, run.recipe, rounds=plan.rounds, rank=r, seed=s, noise=x)
+        saved = None if out_dir is None or rerun else store.load_pilot(Path(out_dir), key)
+        if saved is None:
+            # looked up here, at call time: tests replace the module's _pilot
+            saved = _pilot(instance, run.data, run.base, run.recipe, rank=r,
+                           rounds=plan.rounds, seed=s, noise=x)
+            if out_dir is not None:
+                store.save_pilot(Path(out_dir), key, saved)
+        else:
+            saved.record["reused"] = True
+        pilots.append(saved)
         report(i + 1)
     return pilots
 

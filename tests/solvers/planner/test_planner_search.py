@@ -111,3 +111,27 @@ def test_a_solver_without_warm_starts_gets_none(nt4, spy):
          beamforming="centroid")
     assert [s for s, _, _ in spy] == [4, 3, 2, 1]
     assert all(init is None for _, init, _ in spy)
+
+
+@pytest.mark.parametrize("search_name", ["exhaustive", "bnb"])
+def test_progress_says_what_starts_with_n_of_n_and_stays_out_of_the_history(search_name):
+    """Before each beamforming solve the callback hears what starts and how many of the stream
+    counts are done (the pruned ones of bnb count as done); the history keeps only the solves."""
+    from fedopt.instance import load_instance
+
+    records = []
+    res = plan(load_instance("small"), "airfl-lora", search=search_name, seed=SEED,
+               callback=records.append)
+    starts = [r for r in records if "label" in r]
+    solves = [r for r in records if "label" not in r]
+    assert res.history == solves and len(solves) == len(starts) >= 1
+    n = len(res.options["streams"])
+    assert all(r["total"] == n for r in starts)
+    done = [r["done"] for r in starts]
+    assert done == sorted(done) and done[0] == 0 and done[-1] <= n - 1
+    if search_name == "exhaustive":  # every L, largest first
+        assert done == list(range(n))
+        assert [r["label"].split(" beamformers")[0] for r in starts] == [
+            f"L = {s}" for s in reversed(res.options["streams"])]
+    for start, solve in zip(starts, solves):
+        assert start["label"].startswith(f"L = {solve['streams']} beamformers")
