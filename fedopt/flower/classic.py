@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from flwr.common import (
     EvaluateIns,
     EvaluateRes,
@@ -28,7 +27,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
 from fedopt.errors import InvalidArgumentError
-from fedopt.flower.rounds import check_options, over_the_air
+from fedopt.flower.rounds import UplinkWrapper, over_the_air
 from fedopt.flower.uplink import Uplink
 
 __all__ = ["AirCompClassicStrategy"]
@@ -40,7 +39,7 @@ def _node(cid: Any) -> Any:
     return (0, int(text), "") if text.isdigit() else (1, 0, text)
 
 
-class AirCompClassicStrategy(Strategy):
+class AirCompClassicStrategy(UplinkWrapper, Strategy):
     """A classic-API Flower strategy whose ``aggregate_fit`` goes through an uplink.
 
     Parameters are those of :class:`fedopt.flower.AirCompStrategy`; ``device_key`` is read from
@@ -50,21 +49,9 @@ class AirCompClassicStrategy(Strategy):
 
     def __init__(self, strategy: Strategy, *, uplink: Uplink, payload: str = "delta",
                  device_key: str | None = None):
-        if not isinstance(strategy, Strategy):
-            raise InvalidArgumentError(
-                "strategy: expected a classic Flower strategy (flwr.server.strategy.Strategy), "
-                f"got {type(strategy).__name__}")
-        check_options(uplink, payload, device_key)
-        self.strategy, self.uplink = strategy, uplink
-        self.payload, self.device_key = payload, device_key
-        self.history: list[dict[str, Any]] = []
-        self._sent: dict[int, dict[str, np.ndarray]] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        inner = self.__dict__.get("strategy")
-        if inner is None:
-            raise AttributeError(name)
-        return getattr(inner, name)
+        self._wrap(strategy, Strategy, "a classic Flower strategy "
+                   "(flwr.server.strategy.Strategy)", uplink=uplink, payload=payload,
+                   device_key=device_key)
 
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
         """The wrapped strategy's initial parameters."""

@@ -82,6 +82,28 @@ def check_options(uplink: Any, payload: str, device_key: str | None) -> None:
                                    f"{device_key!r}")
 
 
+class UplinkWrapper:
+    """What both strategies share: the checked options, the per-round history, the arrays sent
+    to the clients per round, and the wrapped strategy's other attributes (``__getattr__``)."""
+
+    def _wrap(self, strategy: Any, base: type, expected: str, *, uplink: Any, payload: str,
+              device_key: str | None) -> None:
+        if not isinstance(strategy, base):
+            raise InvalidArgumentError(
+                f"strategy: expected {expected}, got {type(strategy).__name__}")
+        check_options(uplink, payload, device_key)
+        self.strategy, self.uplink = strategy, uplink
+        self.payload, self.device_key = payload, device_key
+        self.history: list[dict[str, Any]] = []
+        self._sent: dict[int, dict[str, np.ndarray]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        inner = self.__dict__.get("strategy")
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+
 def device_order(node_ids: Sequence[Any], reported: Sequence[Any] | None, k: int,
                  server_round: int, source: str = "") -> list[int]:
     """The device of each client: the index it ``reported`` (its partition id, say), or else

@@ -23,14 +23,13 @@ from collections.abc import Iterable
 from logging import INFO
 from typing import Any
 
-import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedopt.errors import InvalidArgumentError
-from fedopt.flower.rounds import AirRound, check_options, over_the_air
+from fedopt.flower.rounds import AirRound, UplinkWrapper, over_the_air
 from fedopt.flower.uplink import Uplink
 
 __all__ = ["AirCompStrategy"]
@@ -44,7 +43,7 @@ def _single(records: dict[str, Any], what: str, node: int) -> tuple[str, Any]:
     return next(iter(records.items()))
 
 
-class AirCompStrategy(Strategy):
+class AirCompStrategy(UplinkWrapper, Strategy):
     """Wrap a Flower strategy so that the clients' updates reach the server through an uplink.
 
     Parameters
@@ -84,21 +83,9 @@ class AirCompStrategy(Strategy):
 
     def __init__(self, strategy: Strategy, *, uplink: Uplink, payload: str = "delta",
                  device_key: str | None = None):
-        if not isinstance(strategy, Strategy):
-            raise InvalidArgumentError(
-                "strategy: expected a Flower strategy (flwr.serverapp.strategy.Strategy or "
-                f"flwr.server.strategy.Strategy), got {type(strategy).__name__}")
-        check_options(uplink, payload, device_key)
-        self.strategy, self.uplink = strategy, uplink
-        self.payload, self.device_key = payload, device_key
-        self.history: list[dict[str, Any]] = []
-        self._sent: dict[int, dict[str, np.ndarray]] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        inner = self.__dict__.get("strategy")
-        if inner is None:
-            raise AttributeError(name)
-        return getattr(inner, name)
+        self._wrap(strategy, Strategy, "a Flower strategy (flwr.serverapp.strategy.Strategy or "
+                   "flwr.server.strategy.Strategy)", uplink=uplink, payload=payload,
+                   device_key=device_key)
 
     def summary(self) -> None:
         """Log the uplink, then the wrapped strategy's summary."""
