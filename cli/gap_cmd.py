@@ -12,12 +12,14 @@ from fedopt.cli._common import (
     ChannelOpt,
     ForceOpt,
     InstanceArg,
+    QuietOpt,
     RoundOpt,
     SeedOpt,
     check_output,
     err,
     load_channel,
     print_json,
+    progress,
     user_errors,
 )
 
@@ -61,9 +63,11 @@ def gap(
     fmt: Annotated[GapFormat, typer.Option("--format", help="Output format (csv: one row per "
                                            "rank).")] = GapFormat.text,
     force: ForceOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Evaluate the predicted optimality gap (spec 03 §1) of a configuration (r, L)."""
-    with user_errors():
+    with user_errors(), progress("gap", not quiet and fmt is GapFormat.text) as tick:
+        tick({"label": "loading the instance and the solvers"})  # from second 0
         from fedopt.instance import load_instance
         from fedopt.solvers.registry import names
 
@@ -90,10 +94,32 @@ def gap(
             raise typer.Exit(code=2)
         check_output(plot, force, "--plot")
         common = dict(channel=ch, seed=seed, round=round_, beamforming=beamforming)
+        if beamformers is None:  # they depend on L only: solved once, with progress
+            beamformers = _beamformers(inst, streams, common, tick)
+    with user_errors():
         if sweep is None:
             _one(inst, rank, streams, beamformers, common, fmt)
         else:
             _sweep(inst, streams, beamformers, common, fmt, plot)
+
+
+def _beamformers(inst, streams: int, common: dict, tick) -> Any:
+    """L's beamformers on the channel (the ones the planner and ``evaluate`` would find), each
+    smoothing stage of the manifold solver a step of the progress bar."""
+    from fedopt.channel import draw_channel
+    from fedopt.solvers.planner import beamformers_for
+
+    what = f"L = {streams} beamformers ({common['beamforming']})"
+    tick({"label": what})
+
+    def stage(record: dict) -> None:
+        if "stage" in record and "stages" in record:
+            tick({"label": f"{what}: smoothing stage", "done": record["stage"] + 1,
+                  "total": record["stages"]})
+
+    ch = common["channel"] or draw_channel(inst, seed=common["seed"], round=common["round"])
+    return beamformers_for(inst, streams, channel=ch, seed=common["seed"],
+                           beamforming=common["beamforming"], callback=stage)
 
 
 def _from_plan(inst, path: Path, rank: int | None, streams: int | None, sweep: Any,
@@ -146,13 +172,8 @@ def _one(inst, rank: int, streams: int, beamformers, common: dict, fmt: GapForma
 
 def _sweep(inst, streams: int, beamformers, common: dict, fmt: GapFormat,
            plot: Path | None) -> None:
-    from fedopt.channel import draw_channel
-    from fedopt.solvers.planner import beamformers_for, evaluate
+    from fedopt.solvers.planner import evaluate
 
-    if beamformers is None:  # they depend on L only: solve once for the sweep
-        ch = common["channel"] or draw_channel(inst, seed=common["seed"], round=common["round"])
-        beamformers = beamformers_for(inst, streams, channel=ch, seed=common["seed"],
-                                      beamforming=common["beamforming"])
     rows = [evaluate(inst, r, streams, beamformers=beamformers, **common).to_dict()
             for r in inst.lora.ranks]
     table = [{k: v for k, v in row.items() if k != "mse_sum"} for row in rows]

@@ -151,7 +151,7 @@ def _continuation(run: SolverRun, problem: BeamformingProblem, cost: LogMaxCost,
             A, its = stage_fn(cost, A, tau, options.max_iterations, tol)
         iterations += its
         vals = problem.objective(_best(problem, A, n_starts)[0])
-        if run.record({"stage": stage, "tau": tau, "iterations": its,
+        if run.record({"stage": stage, "stages": last + 1, "tau": tau, "iterations": its,
                        "objective": float(vals.sum())}):
             break
     return A, iterations
@@ -192,8 +192,8 @@ def manifold_beamforming(
         Generator for the random initial points (``None``: seed 0).
     callback
         ``callback(record) -> bool | None`` after each continuation stage with the record
-        (stage, tau, iterations, objective); returning True stops the run (status STOPPED,
-        no polish).
+        (stage, stages (their number), tau, iterations, objective); returning True stops the
+        run (status STOPPED, no polish).
     options
         :class:`ManifoldOptions`.
 

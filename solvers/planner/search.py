@@ -13,7 +13,7 @@ rank block.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -88,9 +88,11 @@ class StreamSearch:
         problem = self.problem(streams)
         done = len(self.solved) + len(self.pruned)
         label = f"L = {streams} beamformers, {problem.H.shape[1]} subcarriers"
-        self.run.notify({"label": label, "done": done, "total": self.total}
-                        if self.total is not None else {"label": label})
+        counts = {"done": done, "total": self.total} if self.total is not None else {}
+        self.run.notify({"label": label, **counts})
         kwargs = dict(self.options)
+        if BEAMFORMING_TABLE[self.beamforming].uses_callback and "callback" not in kwargs:
+            kwargs["callback"] = self._stages(label, counts)
         if BEAMFORMING_TABLE[self.beamforming].uses_init and init is not None:
             kwargs["init"] = init
         res = solve_beamforming(problem, self.beamforming,
@@ -103,6 +105,15 @@ class StreamSearch:
         self.run.record({"streams": streams, "rank": block.rank, "gap": block.gap,
                          "mse_sum": sol.mse_sum, "beamforming_status": res.status.value})
         return block
+
+    def _stages(self, label: str, counts: dict[str, int]) -> Callable[[dict[str, Any]], None]:
+        """The beamforming solver's callback: each smoothing stage as a progress record
+        (its answer is never "stop": a stop asked for here ends the search after this L)."""
+        def forward(record: dict[str, Any]) -> None:
+            if "stage" in record and "stages" in record:
+                self.run.notify({"label": f"{label}: smoothing stage {record['stage'] + 1}/"
+                                          f"{record['stages']}", **counts})
+        return forward
 
     @property
     def best_gap(self) -> float:

@@ -64,3 +64,28 @@ def test_calibrate_opens_before_the_loop_and_counts_pilots(invoke, recorder, tmp
     assert records[1] == {"label": "loading the loop (torch)"}
     bars = [r for r in records if "done" in r]
     assert [r["done"] for r in bars] == [0, 1, 2, 3] and bars[-1]["label"] == "fitting"
+
+
+def test_gap_opens_before_any_work_and_steps_through_the_smoothing_stages(invoke, recorder,
+                                                                           monkeypatch):
+    import fedopt.instance
+
+    records = recorder("fedopt.cli.gap_cmd")
+    real = fedopt.instance.load_instance
+
+    def load(source):
+        records.append({"work": "load_instance"})
+        return real(source)
+
+    monkeypatch.setattr(fedopt.instance, "load_instance", load)
+    res = invoke("gap", "small", "--sweep", "rank", "--streams", "2")
+    assert res.exit_code == 0, res.output
+    assert records[0] == {"opened": "gap", "enabled": True}
+    assert "label" in records[1] and records[2] == {"work": "load_instance"}
+    bars = [r for r in records if "done" in r]
+    n = bars[0]["total"]
+    assert [r["done"] for r in bars] == list(range(1, n + 1))  # the manifold solver's stages
+    assert all(r["label"].startswith("L = 2 beamformers") for r in bars)
+    quiet = recorder("fedopt.cli.gap_cmd")
+    assert invoke("gap", "small", "--rank", "4", "-q").exit_code == 0
+    assert quiet[-1] != records[0] and {"opened": "gap", "enabled": False} in quiet

@@ -122,7 +122,8 @@ def test_progress_says_what_starts_with_n_of_n_and_stays_out_of_the_history(sear
     records = []
     res = plan(load_instance("small"), "airfl-lora", search=search_name, seed=SEED,
                callback=records.append)
-    starts = [r for r in records if "label" in r]
+    stages = [r for r in records if "smoothing stage" in r.get("label", "")]
+    starts = [r for r in records if "label" in r and r not in stages]
     solves = [r for r in records if "label" not in r]
     assert res.history == solves and len(solves) == len(starts) >= 1
     n = len(res.options["streams"])
@@ -133,5 +134,15 @@ def test_progress_says_what_starts_with_n_of_n_and_stays_out_of_the_history(sear
         assert done == list(range(n))
         assert [r["label"].split(" beamformers")[0] for r in starts] == [
             f"L = {s}" for s in reversed(res.options["streams"])]
-    for start, solve in zip(starts, solves):
+    for start, solve in zip(starts, solves, strict=True):
         assert start["label"].startswith(f"L = {solve['streams']} beamformers")
+    # inside a manifold solve (L > 1) each smoothing stage moves the label, not the count
+    for solve in solves:
+        mine = [r for r in stages if r["label"].startswith(f"L = {solve['streams']} ")]
+        if solve["streams"] == 1:  # multicast reports no stages
+            assert not mine
+            continue
+        n_stages = int(mine[0]["label"].rsplit("/", 1)[1])
+        assert [r["label"].rsplit(" ", 1)[1] for r in mine] == [
+            f"{i}/{n_stages}" for i in range(1, n_stages + 1)]
+        assert len({(r["done"], r["total"]) for r in mine}) == 1
