@@ -157,15 +157,20 @@ def new(
                                            "(fedopt instance list).")] = Preset.default,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
-    """Write a new instance file from a shipped preset, ready to edit."""
+    """Write a new instance file from a shipped preset, ready to edit: a YAML template with a
+    comment on every section and field (meaning and unit), or plain JSON for a .json file."""
     with user_errors():
-        from fedopt.instance import load_instance
+        from fedopt.instance import load_instance, render_template
+        from fedopt.io import atomic_write_text
 
         if output.exists() and not force:
             err(f"error: {output} exists; pass --force to overwrite it")
             raise typer.Exit(code=2)
         inst = load_instance(preset.value)
-        inst.save(output)
+        if output.suffix.lower() == ".json":
+            inst.save(output)
+        else:
+            atomic_write_text(output, render_template(inst, preset=preset.value))
         typer.echo(f"wrote {output} (preset {preset.value!r})")
 
 

@@ -15,6 +15,8 @@ The package, one module per seam (every public name is re-exported here):
 * :mod:`~fedopt.instance.core` — :class:`Instance` and its derived quantities;
 * :mod:`~fedopt.instance.parsing` — text to mapping, mapping to validated sections;
 * :mod:`~fedopt.instance.loading` — the shipped presets and :func:`load_instance`;
+* :mod:`~fedopt.instance.template` — :func:`render_template`, the commented YAML template
+  ``fedopt instance new`` writes (comments taken from the sections' docstrings);
 * :mod:`~fedopt.instance._schema` — the schema version and the field reader.
 """
 
@@ -48,6 +50,7 @@ from fedopt.instance.sections import (
     OFDMSpec,
     ServerSpec,
 )
+from fedopt.instance.template import render_template
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -78,4 +81,5 @@ __all__ = [
     "Instance",
     "list_presets",
     "load_instance",
+    "render_template",
 ]

@@ -104,8 +104,9 @@ class ServerSpec:
 
 @dataclass(frozen=True)
 class DevicesSpec:
-    """The K devices (clients). Per-device fields are tuples of length ``count``; a single
-    number given for one (as the defaults are) stands for the same value on every device.
+    """The K devices (clients). Per-device fields hold one value per device (``count`` of
+    them); a single number given for one (as the defaults are) stands for the same value on
+    every device.
 
     Attributes
     ----------
@@ -116,13 +117,13 @@ class DevicesSpec:
     p_max_dbm : tuple of float
         Transmit power budget P_k per device, dBm (spread evenly over subcarriers by default).
     distance_m : tuple of float
-        Distance to the server, metres (path loss, spec 01 §1).
+        Distance to the server in m (path loss, spec 01 §1).
     dataset_size : tuple of float
         Local dataset size D_k; aggregation weights φ_k = D_k / Σ D.
     compute_flops : tuple of float
         Compute speed of each device in FLOP/s (local training time, spec 01 §5).
     energy_budget_j : tuple of float or None
-        Optional per-round energy budget in joules.
+        Optional per-round transmit-energy budget of each device in J (unset: none).
     """
 
     count: int
@@ -180,7 +181,8 @@ class ChannelSpec:
         Large-scale model (:func:`fedopt.channel.path_loss_db`): 128.1 + 37.6 log10(d_km);
         32.4 + 21 log10(d_m) + 20 log10(f_GHz); or free-space 20 log10(4π d f / c).
     carrier_hz : float
-        Carrier frequency (used by the frequency-dependent path-loss models and by Sionna).
+        Carrier frequency in Hz (used by the frequency-dependent path-loss models and by
+        Sionna).
     model : {"builtin", "sionna"} or None
         None (the default; ``builtin`` reads as None): the model above. ``sionna``: TR 38.901
         channels drawn by Sionna (:mod:`fedopt.sionna_channel`, the ``fedopt[sionna]`` extra);
@@ -188,16 +190,20 @@ class ChannelSpec:
         ``path_loss`` only scales the link-level scenarios (``tdl``, ``cdl``).
     scenario : {"umi", "uma", "rma", "tdl", "cdl"} or None
         The TR 38.901 scenario; required with ``model: sionna``, an error without it.
-    profile, delay_spread_s : str, float or None
-        ``tdl``, ``cdl`` only: the profile (A..E, default A) and the RMS delay spread it is
-        scaled to (default 100 ns); UMi/UMa/RMa draw their delay spread.
+    profile : {"A", "B", "C", "D", "E"} or None
+        ``tdl``, ``cdl`` only: the TDL/CDL profile (default A; D and E are LoS).
+    delay_spread_s : float or None
+        ``tdl``, ``cdl`` only: the RMS delay spread in s the profile is scaled to (default
+        100 ns); UMi/UMa/RMa draw their delay spread.
     speed_m_s : float or None
-        Device speed (default 0): Sionna's Doppler term, and the Doppler check of
+        Device speed in m/s (default 0): Sionna's Doppler term, and the Doppler check of
         :func:`fedopt.sionna_channel.instance_errors`.
-    los, o2i : str or None
-        ``umi``, ``uma``, ``rma`` only. LoS state: ``random`` (default; drawn per seed from the
-        LoS probability), ``los`` or ``nlos``. O2I: ``none`` (default; outdoor) or ``low`` /
-        ``high`` (all devices indoor with that penetration-loss model; RMa: ``low`` only).
+    los : {"random", "los", "nlos"} or None
+        ``umi``, ``uma``, ``rma`` only: the LoS state, ``random`` (default; drawn per seed from
+        the LoS probability), ``los`` or ``nlos``.
+    o2i : {"none", "low", "high"} or None
+        ``umi``, ``uma``, ``rma`` only: ``none`` (default; devices outdoor) or ``low`` /
+        ``high`` (all devices indoor with that O2I penetration-loss model; RMa: ``low`` only).
     """
 
     fading: str = "rayleigh"
@@ -233,6 +239,17 @@ class LoRALayer:
     """``count`` identical adapted weights W ∈ R^{d_out × d_in} (B: d_out × r, A: r × d_in).
 
     In files ``name`` may be left out; the i-th layer is then called ``layer<i>``.
+
+    Attributes
+    ----------
+    name : str
+        A label for the weights (module names; ``layer<i>`` when left out).
+    d_out : int
+        Output dimension of W (B is d_out × r).
+    d_in : int
+        Input dimension of W (A is r × d_in).
+    count : int
+        Number of identical weights of this shape (e.g. one per transformer block).
     """
 
     name: str
@@ -379,13 +396,13 @@ class ConstraintsSpec:
     Attributes
     ----------
     latency_budget_s : float or None
-        Per-round latency budget T_max.
+        Per-round latency budget T_max in s.
     avg_latency_budget_s : float or None
-        Long-term average latency budget T̄ (TSFA).
+        Long-term average latency budget T̄ in s (TSFA).
     total_time_s : float or None
-        Wall-clock budget T_total (then T = ⌊T_total / T_round⌋).
+        Wall-clock budget T_total in s (then T = ⌊T_total / T_round⌋).
     bandwidth_hz : float or None
-        Total bandwidth B_tot of the digital (FDMA) uplink; defaults to M · Δf.
+        Total bandwidth B_tot in Hz of the digital (FDMA) uplink; defaults to M · Δf.
     """
 
     latency_budget_s: float | None = None
