@@ -259,6 +259,7 @@ def main() -> None:
                                              {c: v for c, v in r.items()
                                               if c not in ("auto", "t_auto")})
                         for r in rows]
+            if args.refresh:  # the refreshed rows replace the cached ones (atomic rewrite)
                 tmp = path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(rows))
                 os.replace(tmp, path)

@@ -19,11 +19,11 @@ to the Newton stages.
 
 whatever produced y. The smoothed stationarity condition of the primal gives y_k = p_k / g_k
 (p the softmax weights, g_k the gains): a is then an eigenvector of Σ_k y_k G̃_k with eigenvalue
-Σ_k y_k, and the bound is tight iff that eigenvalue is the largest (the SDR is tight there). From
-that y, exponentiated-gradient steps on min_{y ∈ Δ} λ_max(Σ_k y_k G̃_k) (the SDR dual, smoothed
-by the log-sum-exp of the eigenvalues) raise the bound toward the SDR value v_SDR; every
-iterate's bound is exact (one eigenvalue), and the best is kept. The result's bound is the
-maximum of that and the single-device bound, with ``bound_kind = "sdr-dual"``.
+Σ_k y_k, and the bound is tight iff that eigenvalue is the largest (the SDR is tight there).
+Newton steps of a barrier method on the SDR dual max {Σ y : Σ_k y_k G̃_k ⪯ I, y ≥ 0}
+(:mod:`.sdr_dual`) then raise the bound toward the SDR value v_SDR; every iterate's bound is
+exact (one eigenvalue), and the best is kept. The result's bound is the maximum of that and the
+single-device bound, with ``bound_kind = "sdr-dual"``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from fedopt.solvers.beamforming.bounds import single_device_bound
 from fedopt.solvers.beamforming.newton import MulticastData, first_order_stage, newton_stage
 from fedopt.solvers.beamforming.problem import BeamformingProblem
 from fedopt.solvers.beamforming.report import beamforming_result
+from fedopt.solvers.beamforming.sdr_dual import dual_bound
 from fedopt.solvers.result import SolveResult, SolverRun
 
 __all__ = ["MulticastOptions", "dual_bound", "multicast", "scaled_channels"]
@@ -79,8 +80,8 @@ class MulticastOptions:
     tol : float
         Newton decrement (log units) that ends a stage early.
     dual_iterations : int
-        Exponentiated-gradient steps on the SDR dual for the certificate (0: the bound from the
-        primal's multipliers only).
+        Newton steps of the barrier method on the SDR dual for the certificate
+        (:mod:`.sdr_dual`; 0: the bound from the primal's multipliers only).
     dual_rtol : float
         A subcarrier's dual steps stop once its bound is within this relative distance of its
         primal value (certified to that accuracy).
@@ -96,7 +97,7 @@ class MulticastOptions:
     newton_iterations: int = 8
     newton_keep: int = 4
     tol: float = 1e-10
-    dual_iterations: int = 200
+    dual_iterations: int = 40
     dual_rtol: float = 1e-3
 
     def __post_init__(self) -> None:
@@ -132,72 +133,6 @@ def scaled_channels(problem: BeamformingProblem) -> tuple[np.ndarray, np.ndarray
     w = np.moveaxis(ht, 0, 2).reshape(m, nr, k * nt)
     s = np.sqrt(np.mean(np.sum(np.abs(w) ** 2, axis=1), axis=1))
     return w / s[:, None, None], s
-
-
-def _weighted_gram(w: np.ndarray, y: np.ndarray, n_tx: int) -> np.ndarray:
-    """Σ_k y_k W_k W_kᴴ per column: (C, N_r, K N_t), (C, K) → (C, N_r, N_r)."""
-    return (w * np.repeat(y, n_tx, axis=1)[:, None, :]) @ np.conj(np.swapaxes(w, 1, 2))
-
-
-def _spectrum(w: np.ndarray, n_tx: int, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (ascending) and eigenvectors of Σ_k y_k G̃_k per column."""
-    return np.linalg.eigh(_weighted_gram(w, y, n_tx))
-
-
-def _smoothed(lam: np.ndarray, mu: float) -> tuple[np.ndarray, np.ndarray]:
-    """λ_max (1 + μ log Σ_i e^{(λ_i − λ_max)/(μ λ_max)}) and the softmax weights of the
-    eigenvalues: the eigenvalue-smoothed λ_max at relative temperature μ and its gradient
-    weights."""
-    top = lam[:, -1]
-    ex = np.exp((lam - top[:, None]) / (mu * top[:, None]))
-    return top * (1.0 + mu * np.log(ex.sum(axis=1))), ex / ex.sum(axis=1, keepdims=True)
-
-
-def _normalized(y: np.ndarray) -> np.ndarray:
-    y = np.maximum(np.asarray(y, dtype=float), 0.0)
-    y = np.where(y.sum(axis=1, keepdims=True) > 0, y, 1.0)
-    return y / y.sum(axis=1, keepdims=True)
-
-
-def dual_bound(w: np.ndarray, n_tx: int, y0: np.ndarray, iterations: int,
-               target: np.ndarray | None = None, rtol: float = 1e-6) -> np.ndarray:
-    """max over the iterates of Σ_k y_k / λ_max(Σ_k y_k G̃_k), per column (C,): a lower bound on
-    min {‖a‖² : g_k(a) ≥ 1} for every y (module notes).
-
-    The bound at ``y0`` (C, K) ≥ 0 itself, then exponentiated-gradient steps on the SDR dual
-    min_{y ∈ Δ} λ_max(Σ_k y_k G̃_k), smoothed by the log-sum-exp of the eigenvalues at a
-    relative temperature μ that decreases from 0.05 to 0.001 (step per column, grown on
-    success, shrunk on failure), started from the mean of y0 and the uniform weights
-    (multiplicative steps cannot revive the weights that y0 leaves at ~0). A column stops
-    once its bound is within ``rtol`` of ``target`` (C,) (the primal value: optimality is then
-    certified)."""
-    y_start = _normalized(y0)
-    best = 1.0 / _spectrum(w, n_tx, y_start)[0][:, -1]
-    k = y_start.shape[1]
-    y = 0.5 * y_start + 0.5 / k
-    lam, vec = _spectrum(w, n_tx, y)
-    best = np.maximum(best, 1.0 / lam[:, -1])
-    goal = np.full(y.shape[0], np.inf) if target is None else np.asarray(target) / (1 + rtol)
-    idx = np.flatnonzero(best < goal)
-    eta = np.full(y.shape[0], 0.5)
-    for mu in np.geomspace(0.05, 1e-3, max(iterations, 1))[:iterations]:
-        if idx.size == 0:
-            break
-        wi = w[idx]
-        phi, weights = _smoothed(lam[idx], float(mu))
-        proj = np.abs(np.conj(np.swapaxes(vec[idx], 1, 2)) @ wi) ** 2  # (C', N_r, K N_t)
-        grad = np.einsum("ci,cik->ck", weights,
-                         proj.reshape(*proj.shape[:2], k, n_tx).sum(axis=3))
-        trial = y[idx] * np.exp(-eta[idx, None] * (grad / lam[idx, -1:] - 1.0))
-        trial /= trial.sum(axis=1, keepdims=True)
-        t_lam, t_vec = _spectrum(wi, n_tx, trial)
-        ok = _smoothed(t_lam, float(mu))[0] <= phi
-        eta[idx] = np.where(ok, eta[idx] * 1.5, eta[idx] * 0.3)
-        sel = idx[ok]
-        y[sel], lam[sel], vec[sel] = trial[ok], t_lam[ok], t_vec[ok]
-        best[sel] = np.maximum(best[sel], 1.0 / t_lam[ok, -1])
-        idx = idx[best[idx] < goal[idx]]
-    return best
 
 
 def _starts(problem: BeamformingProblem, w: np.ndarray, init, n_random: int,

@@ -163,15 +163,55 @@ def _lse_and_gradient(w: np.ndarray, wh: np.ndarray, n_tx: int, a: np.ndarray, t
     w (M, N_r, K N_t), a (M, N_r, S) unit-norm → (M, S), (M, N_r, S). One GEMM per product."""
     m, _, s = a.shape
     z = wh @ a  # (M, K N_t, S)
-    g = np.maximum(np.sum((z.real**2 + z.imag**2).reshape(m, -1, n_tx, s), axis=2), 1e-300)
-    y = -np.log(g)  # (M, K, S)
+    g = z.real**2 + z.imag**2
+    if n_tx > 1:
+        g = g.reshape(m, -1, n_tx, s).sum(axis=2)
+    y = -np.log(np.maximum(g, 1e-300))  # (M, K, S)
     ymax = y.max(axis=1)
     ex = np.exp((y - ymax[:, None, :]) / tau)
     sw = ex.sum(axis=1)
-    q = np.repeat(ex / (sw[:, None, :] * g), n_tx, axis=1)  # (M, K N_t, S)
-    grad = -2.0 * (w @ (q * z)) + 2.0 * a
-    grad -= np.real(np.sum(np.conj(a) * grad, axis=1, keepdims=True)) * a
+    q = ex / (sw[:, None, :] * np.maximum(g, 1e-300))
+    if n_tx > 1:
+        q = np.repeat(q, n_tx, axis=1)  # (M, K N_t, S)
+    grad = 2.0 * a - 2.0 * (w @ (q * z))
+    grad -= (a.real * grad.real + a.imag * grad.imag).sum(axis=1, keepdims=True) * a
     return ymax + tau * np.log(sw), grad
+
+
+def _fo_search(w, wh, n_tx, a, f, g, gn2, step, ref, tau, live):
+    """The non-monotone Armijo backtracking of one first-order step: (a, F, gradient, step,
+    accepted) after the search. Only the subcarriers with a column still searching are
+    evaluated again; the full batch goes without gathers."""
+    m = a.shape[0]
+    done = ~live
+    new_a, new_f, new_g = a.copy(), f.copy(), g.copy()
+    subs = np.flatnonzero(live.any(axis=1))  # converged subcarriers are not evaluated
+    for _ in range(_BACKTRACKS):
+        full = subs.size == m
+        sa, sg = (a, g) if full else (a[subs], g[subs])
+        sstep = step if full else step[subs]
+        trial = sa - sstep[:, None, :] * sg
+        trial /= np.sqrt((trial.real**2 + trial.imag**2).sum(axis=1, keepdims=True))
+        tf, tg = (_lse_and_gradient(w, wh, n_tx, trial, tau) if full else
+                  _lse_and_gradient(w[subs], wh[subs], n_tx, trial, tau))
+        sdone = done if full else done[subs]
+        ok = ~sdone & (tf <= (ref if full else ref[subs]) - _ARMIJO * sstep
+                       * (gn2 if full else gn2[subs]))
+        if full:
+            new_a = np.where(ok[:, None, :], trial, new_a)
+            new_f = np.where(ok, tf, new_f)
+            new_g = np.where(ok[:, None, :], tg, new_g)
+            done |= ok
+        else:
+            new_a[subs] = np.where(ok[:, None, :], trial, new_a[subs])
+            new_f[subs] = np.where(ok, tf, new_f[subs])
+            new_g[subs] = np.where(ok[:, None, :], tg, new_g[subs])
+            done[subs] = sdone | ok
+        if done.all():
+            break
+        step = np.where(done, step, step * 0.25)
+        subs = np.flatnonzero(~done.all(axis=1))
+    return new_a, new_f, new_g, step, done
 
 
 def first_order_stage(w: np.ndarray, n_tx: int, a: np.ndarray, tau: float,
@@ -183,7 +223,7 @@ def first_order_stage(w: np.ndarray, n_tx: int, a: np.ndarray, tau: float,
     gradient norm is below ``tol`` keep their point."""
     wh = np.conj(np.swapaxes(w, 1, 2))
     f, g = _lse_and_gradient(w, wh, n_tx, a, tau)
-    gn2 = np.sum(np.abs(g) ** 2, axis=1)
+    gn2 = (g.real**2 + g.imag**2).sum(axis=1)
     alpha = 1.0 / np.maximum(np.sqrt(gn2), 1e-300)
     memory = np.repeat(f[None], 5, axis=0)
     it = 0
@@ -192,33 +232,17 @@ def first_order_stage(w: np.ndarray, n_tx: int, a: np.ndarray, tau: float,
         if not live.any():
             break
         it += 1
-        ref = memory.max(axis=0)
         step = np.where(live, alpha, 0.0)
-        done = ~live
-        new_a, new_f, new_g = a.copy(), f.copy(), g.copy()
-        subs = np.flatnonzero(live.any(axis=1))  # converged subcarriers are not evaluated
-        for _ in range(_BACKTRACKS):
-            # only the subcarriers with a column still searching are evaluated again
-            trial = a[subs] - step[subs, None, :] * g[subs]
-            trial /= np.linalg.norm(trial, axis=1, keepdims=True)
-            tf, tg = _lse_and_gradient(w[subs], wh[subs], n_tx, trial, tau)
-            ok = ~done[subs] & (tf <= ref[subs] - _ARMIJO * step[subs] * gn2[subs])
-            new_a[subs] = np.where(ok[:, None, :], trial, new_a[subs])
-            new_f[subs] = np.where(ok, tf, new_f[subs])
-            new_g[subs] = np.where(ok[:, None, :], tg, new_g[subs])
-            done[subs] |= ok
-            if done.all():
-                break
-            step = np.where(done, step, step * 0.25)
-            subs = np.flatnonzero(~done.all(axis=1))
-        g_moved = g - np.real(np.sum(np.conj(new_a) * g, axis=1, keepdims=True)) * new_a
+        new_a, new_f, new_g, step, done = _fo_search(w, wh, n_tx, a, f, g, gn2, step,
+                                                     memory.max(axis=0), tau, live)
+        g_moved = g - (new_a.real * g.real + new_a.imag * g.imag).sum(axis=1,
+                                                                       keepdims=True) * new_a
         s_vec, y_vec = new_a - a, new_g - g_moved
-        sy = np.abs(np.real(np.sum(np.conj(s_vec) * y_vec, axis=1)))
-        ss = np.sum(np.abs(s_vec) ** 2, axis=1)
+        sy = np.abs((s_vec.real * y_vec.real + s_vec.imag * y_vec.imag).sum(axis=1))
+        ss = (s_vec.real**2 + s_vec.imag**2).sum(axis=1)
         alpha = np.clip(np.where(sy > 0, ss / np.maximum(sy, 1e-300), 10 * step), 1e-12, 1e12)
         stalled = live & ~done
         a, f, g = new_a, new_f, new_g
-        gn2 = np.where(stalled, 0.0, np.sum(np.abs(g) ** 2, axis=1))
-        memory = np.roll(memory, 1, axis=0)
-        memory[0] = f
+        gn2 = np.where(stalled, 0.0, (g.real**2 + g.imag**2).sum(axis=1))
+        memory[it % 5] = f
     return a, it

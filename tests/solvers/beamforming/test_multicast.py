@@ -23,6 +23,7 @@ from fedopt.solvers.beamforming.multicast import (
 )
 from fedopt.solvers.beamforming.newton import MulticastData, _lse_and_gradient
 from fedopt.solvers.beamforming.problem import BeamformingProblem
+from fedopt.solvers.beamforming.sdr_dual import dual_bound as barrier_bound
 from fedopt.solvers.result import Status
 
 
@@ -122,8 +123,8 @@ def test_two_antennas_match_a_brute_force_over_the_sphere(rng):
 
 def test_the_dual_bound_is_valid_and_close_to_the_sdr_value(rng):
     # weak duality: every y gives a bound below f of any point and below v_SDR (the SDR dual's
-    # optimum, 1e-6: the conic solver's accuracy); 60 dual steps reach within 1 % of v_SDR on
-    # K = 12 > 3 devices, where the SDR is not tight and the primal multipliers alone are not
+    # optimum, 1e-6: the conic solver's accuracy); the barrier steps reach within 1 % of v_SDR
+    # on K = 12 > 3 devices, where the SDR is not tight and the primal multipliers alone are not
     p = _equal_gain(rng, 12, 4, 4)
     res = multicast(p, rng=0)
     v_sdr = solve_beamforming(p, "sdr", rng=0).bound_per_subcarrier
@@ -208,3 +209,26 @@ def test_merging_and_pruning_do_not_change_the_answer_on_easy_cases(rng):
     full = multicast(p, rng=2, newton_keep=100, merge_tol=0.0)
     np.testing.assert_allclose(lean.objective_per_subcarrier, full.objective_per_subcarrier,
                                rtol=1e-9)
+
+
+@pytest.mark.parametrize("nt", [1, 2])
+def test_the_barrier_bound_meets_the_conic_sdr_value_from_below(rng, nt):
+    # the barrier path of the SDR dual: never above v_SDR (cvxpy, 1e-6), within 1e-3 of it
+    # after its default steps, also with devices whose weights and gains differ by 1e3
+    # (the start y_k ∝ 1 / tr G̃_k makes the path scale invariant); more steps never lower it
+    k, m, nr = 12, 3, 4
+    h = rng.standard_normal((k, m, nr, nt)) + 1j * rng.standard_normal((k, m, nr, nt))
+    h *= np.sqrt(np.logspace(-1.5, 1.5, k))[:, None, None, None]
+    p = BeamformingProblem(H=h / np.sqrt(2), phi=rng.uniform(0.5, 2.0, k),
+                           p_sub=np.ones(k), sigma2=1.0, streams=1)
+    v_sdr = solve_beamforming(p, "sdr", rng=0).bound_per_subcarrier
+    w, s = scaled_channels(p)
+    start = np.ones((m, k))
+    bounds = [p.sigma2 * barrier_bound(w, nt, start, its) / s**2 for its in (0, 5, 40, 80)]
+    for b in bounds:
+        assert np.all(b <= v_sdr * (1 + 1e-6))
+    assert np.all(bounds[2] >= v_sdr * (1 - 1e-3))
+    assert np.all(np.diff(bounds, axis=0) >= -1e-12 * v_sdr)
+    res = multicast(p, rng=0)
+    assert np.all(res.bound_per_subcarrier <= v_sdr * (1 + 1e-6))
+    assert np.all(res.bound_per_subcarrier <= res.objective_per_subcarrier * (1 + 1e-12))
