@@ -13,8 +13,8 @@ from typing import Annotated, Any
 import typer
 
 __all__ = ["ChannelOpt", "ForceOpt", "FormatOpt", "InstanceArg", "OutputFormat", "QuietOpt",
-           "RoundOpt", "SeedOpt", "check_output", "err", "load_channel", "print_json",
-           "progress", "user_errors"]
+           "RoundOpt", "SeedOpt", "check_output", "err", "interrupted", "load_channel",
+           "print_json", "progress", "user_errors"]
 
 
 class OutputFormat(str, Enum):
@@ -39,6 +39,18 @@ def user_errors() -> Iterator[None]:
     except FedOptError as exc:
         err(f"error: {exc}")
         raise typer.Exit(code=2) from None
+
+
+def interrupted(saved: str, *, add: tuple[str, ...] = (), drop: tuple[str, ...] = (),
+                verb: str = "resume") -> None:
+    """Ctrl-C: one line saying what was ``saved`` and the exact command that continues (this
+    command's own arguments, less ``drop``, plus ``add`` where missing), then exit 130."""
+    import shlex
+
+    args = [a for a in sys.argv[1:] if a not in drop]
+    args += [a for a in add if a not in args]
+    err(f"interrupted: {saved}; {verb} with: fedopt {shlex.join(args)}")
+    raise typer.Exit(code=130)
 
 
 def _default(obj: Any) -> Any:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from fedopt.cli._common import OutputFormat, err, print_json, progress, user_errors
+from fedopt.cli._common import OutputFormat, err, interrupted, print_json, progress, user_errors
 
 
 def _registry():
@@ -41,6 +41,9 @@ def figures(
     fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
     = OutputFormat.text,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Keep the figures --out already holds with these settings (--quick, "
+        "--seed) from this fedopt, and make only the others.")] = False,
     table: Annotated[Path | None, typer.Option(
         "--table", help="sweep: the results.parquet (or .csv) of `fedopt sweep`.")] = None,
     x: Annotated[str | None, typer.Option(
@@ -67,26 +70,43 @@ def figures(
         done: dict[str, dict] = {}
         skipped: dict[str, str] = {}
         show = not quiet and fmt is OutputFormat.text
-        for fig_name in names:
-            mode = "quick" if quick else "full"
-            with progress(f"{fig_name} ({mode})", show) as update:
-                update({"label": "loading"})  # from second 0: importing a figure takes seconds
-                try:
-                    registry.get_figure(fig_name)
-                except registry.FigureUnavailableError as exc:
-                    skipped[fig_name] = str(exc)
+        try:
+            for fig_name in names:
+                if resume and registry.finished(fig_name, out, quick=quick, seed=seed):
+                    done[fig_name] = {"json": str(out / f"{fig_name}.json"),
+                                      "png": str(out / f"{fig_name}.png"), "kept": True}
                     if fmt is OutputFormat.text:
-                        err(f"skipped {fig_name}: {exc}")
+                        typer.echo(f"{fig_name:<18} kept (--resume)  png {done[fig_name]['png']}")
                     continue
-                result = registry.run_figure(fig_name, out, quick=quick, seed=seed,
-                                             progress=update)
-            done[fig_name] = {"json": result["json"], "png": result["png"],
-                              "wall_s": result["wall_s"]}
-            if fmt is OutputFormat.text:
-                typer.echo(f"{fig_name:<18} {result['wall_s']:7.1f} s  png {result['png']}  "
-                           f"json {result['json']}")
+                result = _one_figure(registry, fig_name, out, quick, seed, show, fmt, skipped)
+                if result is not None:
+                    done[fig_name] = result
+        except KeyboardInterrupt:
+            mine = [n for n in done if n in names]
+            interrupted(f"{len(mine)} of {len(names)} figures are written in {out}/"
+                        + (f" ({', '.join(mine)})" if mine else ""), add=("--resume",))
         if fmt is OutputFormat.json:
             print_json({"figures": done, "skipped": skipped})
+
+
+def _one_figure(registry: Any, fig_name: str, out: Path, quick: bool, seed: int, show: bool,
+                fmt: OutputFormat, skipped: dict[str, str]) -> dict | None:
+    """Make one figure with its progress display (None: its module is unavailable)."""
+    mode = "quick" if quick else "full"
+    with progress(f"{fig_name} ({mode})", show) as update:
+        update({"label": "loading"})  # from second 0: importing a figure takes seconds
+        try:
+            registry.get_figure(fig_name)
+        except registry.FigureUnavailableError as exc:
+            skipped[fig_name] = str(exc)
+            if fmt is OutputFormat.text:
+                err(f"skipped {fig_name}: {exc}")
+            return None
+        result = registry.run_figure(fig_name, out, quick=quick, seed=seed, progress=update)
+    if fmt is OutputFormat.text:
+        typer.echo(f"{fig_name:<18} {result['wall_s']:7.1f} s  png {result['png']}  "
+                   f"json {result['json']}")
+    return {"json": result["json"], "png": result["png"], "wall_s": result["wall_s"]}
 
 
 def _sweep_figure(table: Path | None, x: str | None, y: str | None, hue: str, out: Path,

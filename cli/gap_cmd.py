@@ -17,6 +17,7 @@ from fedopt.cli._common import (
     SeedOpt,
     check_output,
     err,
+    interrupted,
     load_channel,
     print_json,
     progress,
@@ -95,7 +96,10 @@ def gap(
         check_output(plot, force, "--plot")
         common = dict(channel=ch, seed=seed, round=round_, beamforming=beamforming)
         if beamformers is None:  # they depend on L only: solved once, with progress
-            beamformers = _beamformers(inst, streams, common, tick)
+            try:
+                beamformers = _beamformers(inst, streams, common, tick)
+            except KeyboardInterrupt:
+                interrupted("nothing was saved (fedopt gap keeps no checkpoint)", verb="rerun")
     with user_errors():
         if sweep is None:
             _one(inst, rank, streams, beamformers, common, fmt)

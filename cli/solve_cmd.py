@@ -19,6 +19,7 @@ from fedopt.cli._common import (
     SeedOpt,
     check_output,
     err,
+    interrupted,
     load_channel,
     print_json,
     progress,
@@ -86,7 +87,11 @@ def solve(
             options = {**common, **_aircomp_options(inst, name, streams, randomizations)}
         with progress(f"solving {inst.name} ({name})",
                       enabled=not quiet and fmt is OutputFormat.text) as cb:
-            result = run(inst, name, callback=cb, **options)
+            try:
+                result = run(inst, name, callback=cb, **options)
+            except KeyboardInterrupt:
+                interrupted("nothing was saved (a plan is written only when the solve ends)",
+                            verb="rerun")
         if output is not None:
             result.solution.save(output)
         summary = (tsfa_summary if digital else plan_summary)(

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from fedopt.cli._common import OutputFormat, print_json, progress, user_errors
+from fedopt.cli._common import OutputFormat, interrupted, print_json, progress, user_errors
 
 
 def tsfa_simulate(
@@ -34,18 +34,22 @@ def tsfa_simulate(
             from fedopt.instance import load_instance
             from fedopt.solvers.tsfa import select_rank, simulate
 
-            inst = load_instance(source)
-            if rank is None:
-                tick({"label": "offline stage: choosing the rank"})
-                rank = select_rank(inst, avg_latency_budget_s=budget, seed=seed).solution.rank
-            else:
-                rank = inst.validate_rank(rank)
-            label = f"online stage, r = {rank}, V = {v:g}: round"
-            tick({"done": 0, "total": rounds, "label": label})
-            report = simulate(inst, rank, rounds=rounds, V=v, seed=seed,
-                              avg_latency_budget_s=budget,
-                              callback=lambda rec: tick({"done": rec["round"] + 1,
-                                                         "total": rounds, "label": label}))
+            try:
+                inst = load_instance(source)
+                if rank is None:
+                    tick({"label": "offline stage: choosing the rank"})
+                    rank = select_rank(inst, avg_latency_budget_s=budget, seed=seed).solution.rank
+                else:
+                    rank = inst.validate_rank(rank)
+                label = f"online stage, r = {rank}, V = {v:g}: round"
+                tick({"done": 0, "total": rounds, "label": label})
+                report = simulate(inst, rank, rounds=rounds, V=v, seed=seed,
+                                  avg_latency_budget_s=budget,
+                                  callback=lambda rec: tick({"done": rec["round"] + 1,
+                                                             "total": rounds, "label": label}))
+            except KeyboardInterrupt:
+                interrupted("nothing was saved (fedopt tsfa-simulate keeps no checkpoint)",
+                            verb="rerun")
         res = report.to_dict()
         keys = ("rounds", "avg_latency_s", "latency_budget_s", "mean_queue", "final_queue",
                 "mean_sparsity", "mean_sparsification_error", "queue_bound_s",

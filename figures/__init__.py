@@ -79,6 +79,24 @@ def check_out_dir(out_dir: str | os.PathLike) -> Path:
     return ensure_dir(out_dir, "--out")
 
 
+def finished(name: str, out_dir: str | os.PathLike, *, quick: bool, seed: int) -> bool:
+    """Whether ``out_dir`` holds figure ``name`` made with these settings by this fedopt: its
+    data file (written last, atomically) names the figure, the settings and the version, and
+    its PNG is there."""
+    import json
+    from importlib.metadata import version
+
+    out = Path(out_dir)
+    try:
+        doc = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
+        return (isinstance(doc, dict) and doc.get("figure") == name
+                and doc.get("settings") == {"quick": bool(quick), "seed": int(seed)}
+                and doc.get("provenance", {}).get("fedopt_version") == version("fedopt")
+                and (out / f"{name}.png").is_file())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def run_figure(name: str, out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0,
                progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Compute figure ``name``, save ``<out>/<name>.json`` and plot ``<out>/<name>.png``.
@@ -113,7 +131,8 @@ def run_figure(name: str, out_dir: str | os.PathLike, *, quick: bool = False, se
     t0 = time.perf_counter()
     data = module.compute(quick=quick, seed=seed, progress=progress)
     json_path, png_path = out / f"{name}.json", out / f"{name}.png"
-    text = dump_data(data, figure=module.NAME)  # fails here, before any write, if not JSON-safe
+    text = dump_data(data, figure=module.NAME,  # fails here, before any write, if not JSON-safe
+                     settings={"quick": bool(quick), "seed": int(seed)})
     module.plot(data, png_path)
     atomic_write_text(json_path, text)
     return {"name": name, "json": str(json_path), "png": str(png_path),

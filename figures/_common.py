@@ -95,10 +95,13 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def dump_data(data: dict[str, Any], *, figure: str) -> str:
+def dump_data(data: dict[str, Any], *, figure: str,
+              settings: dict[str, Any] | None = None) -> str:
     """The text of a figure's data file (raises ValueError if ``data`` is not JSON-safe:
-    NaN and infinities are refused, as strict JSON readers would)."""
-    doc = {"figure": figure, "provenance": provenance(), "data": data}
+    NaN and infinities are refused, as strict JSON readers would); ``settings`` (quick, seed)
+    are recorded so that ``fedopt figures all --resume`` can tell a finished figure."""
+    doc = {"figure": figure, "provenance": provenance(),
+           **({} if settings is None else {"settings": settings}), "data": data}
     return json.dumps(doc, indent=1, allow_nan=False) + "\n"
 
 

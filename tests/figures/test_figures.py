@@ -291,6 +291,29 @@ def test_nothing_half_written(fake_figures, tmp_path, monkeypatch):
     assert _common.load_data(res["json"])["data"]["x"] == [1.0, 2.0]
 
 
+def test_resume_keeps_only_figures_made_with_the_same_settings(fake_figures, tmp_path,
+                                                               monkeypatch):
+    monkeypatch.setitem(figures.FIGURES, "broken", "fakefigs.missing_too")  # skipped by all
+    out = tmp_path / "out"
+    figures.run_figure("good", out, quick=True, seed=3)
+    assert figures.finished("good", out, quick=True, seed=3)
+    assert not figures.finished("good", out, quick=False, seed=3)  # other settings
+    assert not figures.finished("good", out, quick=True, seed=4)
+    assert not figures.finished("broken", out, quick=True, seed=3)  # never made
+    before = (out / "good.json").read_bytes()
+    kept = _run_cli("figures", "all", "--out", out, "--quick", "--seed", "3", "--resume",
+                    "--format", "json")
+    assert json.loads(kept.stdout)["figures"]["good"]["kept"] is True
+    assert (out / "good.json").read_bytes() == before  # not recomputed
+    redo = _run_cli("figures", "all", "--out", out, "--seed", "3", "--resume", "--format",
+                    "json")  # full, not quick: recomputed
+    assert "kept" not in json.loads(redo.stdout)["figures"]["good"]
+    (out / "good.png").unlink()  # a data file without its plot is not finished
+    assert not figures.finished("good", out, quick=False, seed=3)
+    (out / "good.json").write_text("{not json")
+    assert not figures.finished("good", out, quick=False, seed=3)
+
+
 def test_load_data_rejects_other_files(tmp_path):
     bad = tmp_path / "x.json"
     bad.write_text('{"a": 1}')
