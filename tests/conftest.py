@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 from collections.abc import Callable
 
 import numpy as np
@@ -16,6 +17,13 @@ import pytest
 from fedopt.instance import Instance, load_instance
 
 SEED = int(os.environ.get("FEDOPT_TEST_SEED", "20240611"))
+
+# A suite started in the background of a non-interactive shell (`pytest ... &`) inherits SIGINT
+# ignored, and so would every command the Ctrl-C tests start (an ignored signal stays ignored
+# across exec, and Python then installs no KeyboardInterrupt handler): give Ctrl-C back its
+# meaning, as in a terminal. A handled signal is reset to the default in the children.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

@@ -187,7 +187,7 @@ def _fo_search(w, wh, n_tx, a, f, g, gn2, step, ref, tau, live):
     new_a, new_f, new_g = a.copy(), f.copy(), g.copy()
     subs = np.flatnonzero(live.any(axis=1))  # converged subcarriers are not evaluated
     for _ in range(_BACKTRACKS):
-        full = subs.size == m
+        full = subs.size * 2 >= m  # gathers cost more than evaluating the rest
         sa, sg = (a, g) if full else (a[subs], g[subs])
         sstep = step if full else step[subs]
         trial = sa - sstep[:, None, :] * sg
