@@ -93,3 +93,33 @@ def invoke():
         return result
 
     return run
+
+
+@pytest.fixture
+def ctrl_c():
+    """``ctrl_c(args, ready, timeout=300) -> (exit code, stderr)``: start ``fedopt ARGS`` in a
+    process group of its own, wait until ``ready()`` says it is at work, and send SIGINT to the
+    group, as a terminal's Ctrl-C does."""
+    import subprocess
+    import sys
+    import time
+
+    def run(args, ready, timeout=300):
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "fedopt.cli.main", *map(str, args)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while not ready():
+                assert proc.poll() is None, proc.stderr.read().decode()
+                assert time.monotonic() < deadline, "the command never got to work"
+                time.sleep(0.05)
+            os.killpg(proc.pid, signal.SIGINT)
+            _, stderr = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        return proc.returncode, stderr.decode()
+
+    return run

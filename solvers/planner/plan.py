@@ -72,7 +72,10 @@ def plan(
     rng
         Seed or generator for the beamforming solver (default: ``seed``); same seed, same plan.
     callback
-        Called with a record after each beamforming solve; True stops the search.
+        Called with a record after each beamforming solve (streams, rank, gap, ...), and with
+        progress records (``label``, and ``done``/``total`` stream counts where the search
+        knows them in advance) before each solve and after each of its smoothing stages; True
+        stops the search after the current solve.
 
     Returns
     -------

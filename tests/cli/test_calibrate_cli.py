@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 #: the cheapest real calibration: one seed, two ranks, one noise level (3 pilots)
 FAST = ("tiny-char", "--rounds", "1", "--ranks", "1,4", "--seeds", "0", "--noise-levels", "1")
@@ -40,27 +38,13 @@ def test_a_rerun_reads_the_pilots_back_with_the_same_fits(invoke, tmp_path, monk
     assert json.loads(other.stdout)["pilots_dir"] != a["pilots_dir"]
 
 
-def test_ctrl_c_says_what_was_saved_and_resumes(tmp_path):
+def test_ctrl_c_says_what_was_saved_and_resumes(tmp_path, ctrl_c):
     out = tmp_path / "o"
-    argv = [sys.executable, "-m", "fedopt.cli.main", "calibrate", "tiny-char", "--rounds", "4",
-            "--ranks", "1,2,4,8", "--seeds", "0", "--noise-levels", "1", "--out", str(out),
-            "-q"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not list((out / "pilots").glob("*.json")):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no pilot finished"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    text = stderr.decode()
-    assert proc.returncode == 130, text
+    code, text = ctrl_c(["calibrate", "tiny-char", "--rounds", "4", "--ranks", "1,2,4,8",
+                         "--seeds", "0", "--noise-levels", "1", "--out", out, "-q"],
+                        lambda: bool(list((out / "pilots").glob("*.json"))))
+    assert code == 130, text
     assert "Traceback" not in text
     saved = len(list((out / "pilots").glob("*.json")))
     assert 1 <= saved < 5

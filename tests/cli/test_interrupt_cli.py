@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,28 +16,9 @@ import time
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def _interrupt(argv, ready, timeout=300):
-    """Start ``fedopt argv``, wait until ``ready()``, send SIGINT; (exit code, stderr)."""
-    proc = subprocess.Popen([sys.executable, "-m", "fedopt.cli.main", *argv], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "the command never got to work"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    return proc.returncode, stderr.decode()
-
-
-def test_figures_all_says_what_was_written_and_resumes(tmp_path):
+def test_figures_all_says_what_was_written_and_resumes(tmp_path, ctrl_c):
     out = tmp_path / "figs"
-    code, text = _interrupt(["figures", "all", "--quick", "--out", str(out), "-q"],
+    code, text = ctrl_c(["figures", "all", "--quick", "--out", str(out), "-q"],
                             lambda: any(out.glob("*.json")))
     assert code == 130, text
     assert "Traceback" not in text
@@ -56,10 +36,10 @@ def test_figures_all_says_what_was_written_and_resumes(tmp_path):
     assert (out / f"{written[0]}.json").read_bytes() == before
 
 
-def test_a_long_solve_says_nothing_was_saved_and_how_to_rerun(tmp_path):
+def test_a_long_solve_says_nothing_was_saved_and_how_to_rerun(ctrl_c):
     argv = ["gap", "default", "--sweep", "rank", "-q"]  # the L = 4 manifold solve: ~1 minute
     start = time.monotonic()
-    code, text = _interrupt(argv, lambda: time.monotonic() - start > 12)
+    code, text = ctrl_c(argv, lambda: time.monotonic() - start > 12)
     assert code == 130, text
     assert "Traceback" not in text
     assert "interrupted: nothing was saved" in text

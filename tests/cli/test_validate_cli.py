@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 #: one round, one seed, the equivalent path: the cheapest real run of the loop
 FAST = ("tiny-char", "--rounds", "1", "--seeds", "0", "--mode", "equivalent", "-q")
@@ -44,26 +42,13 @@ def test_the_default_out_is_one_folder_per_run(invoke, tmp_path, monkeypatch):
     assert again.exit_code == 2 and "holds a finished validation" in again.stderr
 
 
-def test_ctrl_c_says_what_was_saved_and_resumes(tmp_path):
+def test_ctrl_c_says_what_was_saved_and_resumes(tmp_path, ctrl_c):
     out = tmp_path / "o"
-    argv = [sys.executable, "-m", "fedopt.cli.main", "validate", "tiny-char", "--rounds", "30",
-            "--seeds", "0", "--mode", "equivalent", "--out", str(out), "-q"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not list(out.glob("*/seed-0/rounds.jsonl")):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no round finished"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    text = stderr.decode()
-    assert proc.returncode == 130, text
+    code, text = ctrl_c(["validate", "tiny-char", "--rounds", "30", "--seeds", "0", "--mode",
+                         "equivalent", "--out", out, "-q"],
+                        lambda: bool(list(out.glob("*/seed-0/rounds.jsonl"))))
+    assert code == 130, text
     assert "Traceback" not in text
     assert f"interrupted: every finished round is checkpointed in {out}/" in text
     command = text.split("resume with: ")[1].strip().splitlines()[0]
