@@ -26,6 +26,20 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+#: the default output folders of the CLI, created in the working directory: a test that makes
+#: one there (instead of under its tmp_path) writes into the checkout, so the run fails
+_DEFAULT_OUTS = ("calibrate-out", "validate-out", "figures-out", "sweep-out")
+_OUTS_BEFORE = {name for name in _DEFAULT_OUTS if os.path.exists(name)}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    made = [name for name in _DEFAULT_OUTS if os.path.exists(name) and name not in _OUTS_BEFORE]
+    if made:
+        print(f"\nerror: the tests wrote {', '.join(made)} into {os.getcwd()}; give those "
+              "commands an --out under tmp_path or monkeypatch.chdir(tmp_path)")
+        session.exitstatus = 1
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     """A fresh generator per test, seeded from ``SEED`` (tests stay independent of order)."""

@@ -145,12 +145,13 @@ def _seed_offset(seed):
 
 
 @pytest.fixture
-def fake_pilots(monkeypatch):
+def fake_pilots(monkeypatch, tmp_path):
     """Replace the FL loop by pilots generated from the constants above (v(r) = V1 r^-BETA,
     F(r) = F_INF + offset(seed) + (L_S/2) tail(r), rise = GAIN · D + ``curvature`` · D²);
     returns a dict whose ``curvature`` (and ``diverge_at``, a noise level from which the noisy
     pilots diverge) a test may set."""
     knobs = {"curvature": 0.0, "diverge_at": math.inf}
+    monkeypatch.chdir(tmp_path)  # the CLI saves pilots in ./calibrate-out: not these fakes
 
     def fake(instance, data, base, recipe, *, rank, rounds, seed, noise=0.0):
         if noise >= knobs["diverge_at"]:  # what _pilot records for a diverged noisy run
