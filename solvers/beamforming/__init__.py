@@ -35,12 +35,13 @@ from fedopt.solvers.beamforming.baselines import (
 )
 from fedopt.solvers.beamforming.manifold import ManifoldOptions, solve_manifold
 from fedopt.solvers.beamforming.multicast import MulticastOptions, multicast
+from fedopt.solvers.beamforming.multicast_bnb import certify_multicast
 from fedopt.solvers.beamforming.problem import BeamformingProblem
 from fedopt.solvers.beamforming.sdr import sdr
 from fedopt.solvers.result import Callback, SolveResult
 
 __all__ = ["BASELINES", "BEAMFORMING_METHODS", "METHODS", "BeamformingMethod",
-           "BeamformingProblem", "beamforming_problem", "solve_beamforming"]
+           "BeamformingProblem", "beamforming_problem", "certify_multicast", "solve_beamforming"]
 
 _PASSED = ("rng", "init", "callback")  # passed by solve_beamforming, not options
 
