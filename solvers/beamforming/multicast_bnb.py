@@ -42,7 +42,6 @@ import heapq
 import time
 
 import numpy as np
-from scipy.optimize import nnls
 
 from fedopt.errors import InvalidArgumentError
 from fedopt.solvers.beamforming.multicast import scaled_channels
@@ -79,6 +78,8 @@ def _ldp(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray | None]:
     e = np.vstack([a.T, b[None, :]])
     f = np.zeros(n + 1)
     f[-1] = 1.0
+    from scipy.optimize import nnls  # here: scipy.optimize costs 0.5 s to import, the planner
+    # never needs it
     try:
         lam, _ = nnls(e, f, maxiter=50 * e.shape[1])
     except RuntimeError:  # no NNLS convergence: any λ ≥ 0 is still a bound

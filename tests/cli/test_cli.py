@@ -204,6 +204,19 @@ def test_cli_import_is_light():
     assert out.strip() == "", f"imported at CLI start-up: {out.strip()}"
 
 
+def test_the_planners_import_nothing_they_do_not_use():
+    # `fedopt solve` (AirComp and TSFA) runs neither a conic solver nor scipy.optimize (half a
+    # second to import), and the loop's torch only in `validate`/`calibrate`
+    heavy = ("torch", "cvxpy", "scipy.optimize", "dask", "matplotlib")
+    code = ("import sys, fedopt.cli.main, fedopt.solvers.planner, fedopt.solvers.tsfa, "
+            "fedopt.solvers.beamforming; "
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "", f"imported by the planners: {out.strip()}"
+
+
 def test_json_output_is_strict_json(capsys):
     import json as _json
 
