@@ -153,25 +153,30 @@ def _run(source: str, tick: Any, *, rounds: Any, seeds: Any, seed: Any, ranks: A
     if out is None:
         recipe = ValidateSettings.for_testbed(inst.learning.testbed)
         out = DEFAULT_OUT / run_key(inst, recipe, plan, truncation)
+    done = {"done": 0, "total": 0}  # the last progress record: pilots finished (and saved)
+
+    def count(record: dict) -> None:
+        done.update({k: record[k] for k in ("done", "total") if k in record})
+        tick(record)
+
     try:
         cal = run(inst, rounds=plan.rounds, ranks=plan.ranks, seeds=plan.seeds,
-                  noise_levels=plan.noise_levels, noise_rank=plan.noise_rank, callback=tick,
+                  noise_levels=plan.noise_levels, noise_rank=plan.noise_rank, callback=count,
                   truncation=truncation, out_dir=out, rerun=rerun)
     except KeyboardInterrupt:
-        _interrupted(out, len(plan.seeds) * (len(plan.ranks) + len(plan.noise_levels)))
+        _interrupted(out, done["done"], done["total"])
     return cal, plan, out
 
 
-def _interrupted(out: Path, total: int) -> None:
+def _interrupted(out: Path, saved: int, total: int) -> None:
     """Ctrl-C: say what was saved and the exact command that resumes, exit 130."""
     import sys
-
-    from fedopt.solvers.validation.calibration_store import saved_pilots
 
     args = sys.argv[1:]
     if not any(a == "--out" or a.startswith("--out=") for a in args):
         args = [*args, "--out", str(out)]
     args = [a for a in args if a != "--rerun"]
-    err(f"interrupted: {saved_pilots(out)} of {total} pilots are saved in {out / 'pilots'}; "
-        f"resume with: fedopt {shlex.join(args)}")
+    of = f" of {total}" if total else ""
+    err(f"interrupted: {saved}{of} pilots are saved in {out / 'pilots'}; resume with: "
+        f"fedopt {shlex.join(args)}")
     raise typer.Exit(code=130)
