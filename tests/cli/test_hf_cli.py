@@ -23,6 +23,12 @@ needs_hf = pytest.mark.skipif(
     reason="the fedopt[hf] extra is not installed")
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """`fedopt validate` without --out writes ./validate-out: here, not in the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def gpt2_dir(tmp_path_factory):
     from fedopt.fl.hf_tiny import save_tiny_gpt2

@@ -19,6 +19,12 @@ JSON_KEYS = ("final_train_loss", "final_eval_loss", "perplexity", "measured_aggr
              "predicted_aggregation_error", "latency_s")
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """`fedopt validate` without --out writes ./validate-out: here, not in the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     return load_instance("tiny-char")

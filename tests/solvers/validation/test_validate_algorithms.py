@@ -23,6 +23,12 @@ def _settings(**kw):
     return ValidateSettings(**base)
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """`fedopt validate` without --out writes ./validate-out: here, not in the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     return load_instance("tiny-char")
