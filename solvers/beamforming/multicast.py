@@ -36,7 +36,8 @@ import numpy as np
 from fedopt.errors import InvalidArgumentError
 from fedopt.solvers.beamforming.baselines import centroid, mrc_weakest
 from fedopt.solvers.beamforming.bounds import single_device_bound
-from fedopt.solvers.beamforming.newton import MulticastData, first_order_stage, newton_stage
+from fedopt.solvers.beamforming.first_order import first_order_stage, realify
+from fedopt.solvers.beamforming.newton import MulticastData, newton_stage
 from fedopt.solvers.beamforming.problem import BeamformingProblem
 from fedopt.solvers.beamforming.report import beamforming_result
 from fedopt.solvers.beamforming.sdr_dual import dual_bound
@@ -85,6 +86,9 @@ class MulticastOptions:
     dual_rtol : float
         A subcarrier's dual steps stop once its bound is within this relative distance of its
         primal value (certified to that accuracy).
+    first_order_dtype : {"float32", "float64"}
+        Precision of the first-order stages (:mod:`.first_order`; the Newton stages and the
+        certificate are always in double precision).
     """
 
     n_random: int | None = None
@@ -99,12 +103,16 @@ class MulticastOptions:
     tol: float = 1e-10
     dual_iterations: int = 40
     dual_rtol: float = 1e-3
+    first_order_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         taus = list(self.temperatures)
         if not taus or any(not t > 0 for t in taus) or taus != sorted(taus, reverse=True):
             raise InvalidArgumentError(
                 f"temperatures: got {taus!r}, must be a non-empty decreasing list of values > 0")
+        if self.first_order_dtype not in ("float32", "float64"):
+            raise InvalidArgumentError(f"first_order_dtype: got {self.first_order_dtype!r}, "
+                                       "must be 'float32' or 'float64'")
         if self.n_random is not None:
             _check_count("n_random", self.n_random, 0)
         for name, low in (("first_order_iterations", 0),
@@ -190,41 +198,20 @@ def _best_columns(w: np.ndarray, n_tx: int, a: np.ndarray, valid: np.ndarray, ta
     return valid & (rank < keep)
 
 
-#: Relative cost of one packed row of c columns in a first-order step (one batched GEMM row per
-#: subcarrier copy; measured with OpenBLAS at N_r = 16, K N_t = 80: a row of one column is a
-#: matrix-vector product, ~3 µs; 4 columns ~11 µs, 8 columns ~17 µs, 16 columns ~50 µs).
-_ROW_COST = {1: 1.0, 4: 3.3, 8: 5.0}
-
-
-def _first_order(w: np.ndarray, n_tx: int, a: np.ndarray, valid: np.ndarray, tau: float,
+def _first_order(channels: tuple[np.ndarray, np.ndarray], k: int, a: np.ndarray,
+                 valid: np.ndarray, tau: float,
                  options: MulticastOptions) -> tuple[np.ndarray, int]:
-    """A first-order stage on the valid columns of a (M, N_r, S).
-
-    After merging, subcarriers keep unequal numbers of columns, and the (M, N_r, S) layout
-    pads every one to the largest (the padding is computed and discarded). With M > 1 the
-    valid columns are packed instead into rows of c columns, each with its subcarrier's
-    channels, c from :data:`_ROW_COST`, when that is cheaper; each column's iterates are the
-    same in either layout (the steps and line searches are per column)."""
-    args = (tau, options.first_order_iterations, options.first_order_tol * tau)
-    m, s = valid.shape
-    counts = valid.sum(axis=1)
-    cost = {c: float(np.sum(-(-counts // c))) * r for c, r in _ROW_COST.items()}
-    c = min(cost, key=cost.get)
-    if m == 1 or counts.min() == s or cost[c] >= m * s:
-        return first_order_stage(w, n_tx, a, *args)
-    rows = -(-counts // c)
-    sub = np.repeat(np.arange(m), rows)
+    """A first-order stage (:mod:`.first_order`) on the valid columns of a (M, N_r, S);
+    ``channels`` is :func:`~.first_order.realify` of the scaled channels."""
+    nr = a.shape[1]
     mm, jj = np.nonzero(valid)
-    rank = (np.cumsum(valid, axis=1) - 1)[mm, jj]
-    r, pos = (np.cumsum(rows) - rows)[mm] + rank // c, rank % c
-    packed = np.empty((sub.size, a.shape[1], c), dtype=a.dtype)
-    packed[r, :, pos] = a[mm, :, jj]
-    filled = np.zeros((sub.size, c), dtype=bool)
-    filled[r, pos] = True
-    packed = np.where(filled[:, None, :], packed, packed[:, :, :1])  # padding: a copy
-    out, its = first_order_stage(w[sub], n_tx, packed, *args)
+    cols = a[mm, :, jj]  # (N, N_r)
+    x = np.concatenate([cols.real, cols.imag], axis=1).astype(channels[0].dtype)
+    x, its = first_order_stage(channels, k, x, mm, tau, options.first_order_iterations,
+                               options.first_order_tol * tau)
+    cols = x[:, :nr].astype(complex) + 1j * x[:, nr:]
     a = a.copy()
-    a[mm, :, jj] = out[r, :, pos]
+    a[mm, :, jj] = cols / np.linalg.norm(cols, axis=1, keepdims=True)
     return a, its
 
 
@@ -251,7 +238,8 @@ def _path_following(problem: BeamformingProblem, w: np.ndarray, informed: np.nda
     dropped (lossless: the rest of their path would be the same). First-order stages
     (O(N_r K) per step, cheap on many starts) come first, Newton stages (they converge where
     the smoothed max is ill-conditioned) on the survivors last."""
-    n_tx = problem.shape[3]
+    k, _, _, n_tx = problem.shape
+    channels = realify(w, np.float32 if options.first_order_dtype == "float32" else np.float64)
     a = np.moveaxis(rand, 0, 2)  # (M, N_r, S)
     valid = np.ones(a.shape[::2], dtype=bool)
     iterations, joined, pruned = 0, False, False
@@ -265,7 +253,7 @@ def _path_following(problem: BeamformingProblem, w: np.ndarray, informed: np.nda
         if a.shape[2] == 0:
             continue
         if tau >= options.newton_below:
-            a, its = _first_order(w, n_tx, a, valid, tau, options)
+            a, its = _first_order(channels, k, a, valid, tau, options)
         else:
             if not pruned:  # Newton steps cost O(N_r²) per column: on the best few only
                 a, valid = _compact(a, _best_columns(w, n_tx, a, valid, tau,

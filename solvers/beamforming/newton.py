@@ -24,15 +24,15 @@ docs/model.md §14). Steps solve (Hess + x xᵀ + Jx (Jx)ᵀ + μ I) d = −grad
 i, the phase direction along which F_τ is constant), with a Levenberg–Marquardt μ per column
 and an Armijo backtracking line search on F_τ; a column whose system gives no descent direction
 takes a scaled gradient step (:func:`newton_stage`, batched over columns). At large τ,
-:func:`first_order_stage` takes Barzilai–Borwein steps instead, for columns laid out per
-subcarrier so that every product is one batched GEMM.
+:func:`~fedopt.solvers.beamforming.first_order.first_order_stage` takes Barzilai–Borwein steps
+instead, in real arithmetic and single precision.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MulticastData", "first_order_stage", "newton_stage"]
+__all__ = ["MulticastData", "newton_stage"]
 
 _ARMIJO = 1e-4
 _BACKTRACKS = 30
@@ -155,94 +155,4 @@ def newton_stage(data: MulticastData, a: np.ndarray, tau: float, max_iterations:
         mu = np.where(bad, np.maximum(mu * 10, 1.0), mu)  # indefinite: lean on the gradient
         live = done & (-slope > tol)
         idx, mu = idx[live], mu[live]
-    return a, it
-
-
-def _lse_and_gradient(w: np.ndarray, wh: np.ndarray, n_tx: int, a: np.ndarray, tau: float):
-    """F_τ and its Riemannian gradient (2∂/∂a*, tangent) for columns laid out per subcarrier:
-    w (M, N_r, K N_t), a (M, N_r, S) unit-norm → (M, S), (M, N_r, S). One GEMM per product."""
-    m, _, s = a.shape
-    z = wh @ a  # (M, K N_t, S)
-    g = z.real**2 + z.imag**2
-    if n_tx > 1:
-        g = g.reshape(m, -1, n_tx, s).sum(axis=2)
-    y = -np.log(np.maximum(g, 1e-300))  # (M, K, S)
-    ymax = y.max(axis=1)
-    ex = np.exp((y - ymax[:, None, :]) / tau)
-    sw = ex.sum(axis=1)
-    q = ex / (sw[:, None, :] * np.maximum(g, 1e-300))
-    if n_tx > 1:
-        q = np.repeat(q, n_tx, axis=1)  # (M, K N_t, S)
-    grad = 2.0 * a - 2.0 * (w @ (q * z))
-    grad -= (a.real * grad.real + a.imag * grad.imag).sum(axis=1, keepdims=True) * a
-    return ymax + tau * np.log(sw), grad
-
-
-def _fo_search(w, wh, n_tx, a, f, g, gn2, step, ref, tau, live):
-    """The non-monotone Armijo backtracking of one first-order step: (a, F, gradient, step,
-    accepted) after the search. Only the subcarriers with a column still searching are
-    evaluated again; the full batch goes without gathers."""
-    m = a.shape[0]
-    done = ~live
-    new_a, new_f, new_g = a.copy(), f.copy(), g.copy()
-    subs = np.flatnonzero(live.any(axis=1))  # converged subcarriers are not evaluated
-    for _ in range(_BACKTRACKS):
-        full = subs.size * 2 >= m  # gathers cost more than evaluating the rest
-        sa, sg = (a, g) if full else (a[subs], g[subs])
-        sstep = step if full else step[subs]
-        trial = sa - sstep[:, None, :] * sg
-        trial /= np.sqrt((trial.real**2 + trial.imag**2).sum(axis=1, keepdims=True))
-        tf, tg = (_lse_and_gradient(w, wh, n_tx, trial, tau) if full else
-                  _lse_and_gradient(w[subs], wh[subs], n_tx, trial, tau))
-        sdone = done if full else done[subs]
-        ok = ~sdone & (tf <= (ref if full else ref[subs]) - _ARMIJO * sstep
-                       * (gn2 if full else gn2[subs]))
-        if full:
-            new_a = np.where(ok[:, None, :], trial, new_a)
-            new_f = np.where(ok, tf, new_f)
-            new_g = np.where(ok[:, None, :], tg, new_g)
-            done |= ok
-        else:
-            new_a[subs] = np.where(ok[:, None, :], trial, new_a[subs])
-            new_f[subs] = np.where(ok, tf, new_f[subs])
-            new_g[subs] = np.where(ok[:, None, :], tg, new_g[subs])
-            done[subs] = sdone | ok
-        if done.all():
-            break
-        step = np.where(done, step, step * 0.25)
-        subs = np.flatnonzero(~done.all(axis=1))
-    return new_a, new_f, new_g, step, done
-
-
-def first_order_stage(w: np.ndarray, n_tx: int, a: np.ndarray, tau: float,
-                      max_iterations: int, tol: float) -> tuple[np.ndarray, int]:
-    """Minimize F_τ by Riemannian Barzilai–Borwein steps with a per-column non-monotone Armijo
-    backtracking (the scheme of :func:`~fedopt.solvers.beamforming.descent.stage_batched`),
-    for columns laid out per subcarrier (a: (M, N_r, S), unit norm): every product is one
-    batched GEMM over subcarriers, with no gather of per-column channel copies. Columns whose
-    gradient norm is below ``tol`` keep their point."""
-    wh = np.conj(np.swapaxes(w, 1, 2))
-    f, g = _lse_and_gradient(w, wh, n_tx, a, tau)
-    gn2 = (g.real**2 + g.imag**2).sum(axis=1)
-    alpha = 1.0 / np.maximum(np.sqrt(gn2), 1e-300)
-    memory = np.repeat(f[None], 5, axis=0)
-    it = 0
-    while it < max_iterations:
-        live = gn2 > tol**2
-        if not live.any():
-            break
-        it += 1
-        step = np.where(live, alpha, 0.0)
-        new_a, new_f, new_g, step, done = _fo_search(w, wh, n_tx, a, f, g, gn2, step,
-                                                     memory.max(axis=0), tau, live)
-        g_moved = g - (new_a.real * g.real + new_a.imag * g.imag).sum(axis=1,
-                                                                       keepdims=True) * new_a
-        s_vec, y_vec = new_a - a, new_g - g_moved
-        sy = np.abs((s_vec.real * y_vec.real + s_vec.imag * y_vec.imag).sum(axis=1))
-        ss = (s_vec.real**2 + s_vec.imag**2).sum(axis=1)
-        alpha = np.clip(np.where(sy > 0, ss / np.maximum(sy, 1e-300), 10 * step), 1e-12, 1e12)
-        stalled = live & ~done
-        a, f, g = new_a, new_f, new_g
-        gn2 = np.where(stalled, 0.0, (g.real**2 + g.imag**2).sum(axis=1))
-        memory[it % 5] = f
     return a, it

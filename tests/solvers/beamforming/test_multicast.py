@@ -21,7 +21,7 @@ from fedopt.solvers.beamforming.multicast import (
     multicast,
     scaled_channels,
 )
-from fedopt.solvers.beamforming.newton import MulticastData, _lse_and_gradient
+from fedopt.solvers.beamforming.newton import MulticastData
 from fedopt.solvers.beamforming.problem import BeamformingProblem
 from fedopt.solvers.beamforming.sdr_dual import dual_bound as barrier_bound
 from fedopt.solvers.result import Status
@@ -65,11 +65,6 @@ def test_smoothed_gradient_and_hessian_match_finite_differences(rng, nt):
                        + f(-eye[i] - eye[j])) / (4 * eps**2) for j in range(n)] for i in range(n)])
     np.testing.assert_allclose(q.T @ grad[0], g_fd, rtol=1e-6, atol=1e-7 * np.abs(g_fd).max())
     np.testing.assert_allclose(q.T @ hess[0] @ q, h_fd, atol=1e-4 * np.abs(h_fd).max())
-    # the per-subcarrier GEMM form of the first-order stages gives the same value and gradient
-    val, g2 = _lse_and_gradient(w, np.conj(np.swapaxes(w, 1, 2)), nt, a.T[None], tau)
-    np.testing.assert_allclose(val[0, 0], data.smoothed(a, tau)[0], rtol=1e-12)
-    np.testing.assert_allclose(np.concatenate([g2[0, :, 0].real, g2[0, :, 0].imag]), grad[0],
-                               rtol=1e-9, atol=1e-12 * np.abs(grad).max())
 
 
 def test_orthogonal_channels_reach_the_closed_form_and_are_certified(rng):
@@ -232,25 +227,3 @@ def test_the_barrier_bound_meets_the_conic_sdr_value_from_below(rng, nt):
     res = multicast(p, rng=0)
     assert np.all(res.bound_per_subcarrier <= v_sdr * (1 + 1e-6))
     assert np.all(res.bound_per_subcarrier <= res.objective_per_subcarrier * (1 + 1e-12))
-
-
-@pytest.mark.parametrize("nt", [1, 2])
-def test_packed_first_order_stage_matches_the_padded_layout(rng, nt):
-    # subcarriers with unequal numbers of valid columns: the packed rows (M > 1) must give each
-    # valid column the iterates of the padded (M, N_r, S) layout (steps are per column)
-    from fedopt.solvers.beamforming.multicast import _first_order
-    from fedopt.solvers.beamforming.newton import first_order_stage
-
-    m, nr, s = 6, 5, 7
-    w, _ = scaled_channels(random_problem(rng, 9, m, nr, nt, 1))
-    a = rng.standard_normal((m, nr, s)) + 1j * rng.standard_normal((m, nr, s))
-    a /= np.linalg.norm(a, axis=1, keepdims=True)
-    valid = np.arange(s)[None, :] < np.array([1, 7, 2, 5, 3, 1])[:, None]
-    valid[3, 1] = False  # not only leading columns
-    opts = MulticastOptions(first_order_iterations=25)
-    packed, its = _first_order(w, nt, a, valid, 0.1, opts)
-    padded, its0 = first_order_stage(w, nt, a, 0.1, 25, opts.first_order_tol * 0.1)
-    assert its == its0
-    np.testing.assert_allclose(np.moveaxis(packed, 1, 2)[valid], np.moveaxis(padded, 1, 2)[valid],
-                               atol=1e-10)
-    np.testing.assert_array_equal(np.moveaxis(packed, 1, 2)[~valid], np.moveaxis(a, 1, 2)[~valid])
