@@ -40,9 +40,9 @@ def top_eigenvalues(problem: BeamformingProblem) -> np.ndarray:
     """λ_{k,m,l}: the L largest eigenvalues of G_{k,m} = H H^H, descending, shape (K, M, L).
 
     Computed as the squared singular values of H_{k,m} (never forms G, which would square the
-    condition number).
+    condition number), which the problem computed when it was built.
     """
-    sv = np.linalg.svd(problem.H, compute_uv=False)  # (K, M, min(N_r, N_t)), descending
+    sv = problem.singular_values()  # (K, M, min(N_r, N_t)), descending
     return sv[..., : problem.streams] ** 2
 
 

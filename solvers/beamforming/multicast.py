@@ -92,13 +92,13 @@ class MulticastOptions:
     """
 
     n_random: int | None = None
-    temperatures: Sequence[float] = (1.0, 0.3, 0.1, 0.03, 0.01, 3e-3, 1e-3, 3e-4, 1e-4)
+    temperatures: Sequence[float] = (1.0, 0.3, 0.1, 0.03, 0.01, 1e-3, 1e-4)
     merge_tol: float = 1e-6
     informed_tau: float = 0.1
-    newton_below: float = 0.02
+    newton_below: float = 0.05
     first_order_iterations: int = 60
     first_order_tol: float = 1e-3
-    newton_iterations: int = 8
+    newton_iterations: int = 12
     newton_keep: int = 4
     tol: float = 1e-10
     dual_iterations: int = 40

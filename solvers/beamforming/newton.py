@@ -70,30 +70,37 @@ class MulticastData:
 
     def derivatives(self, a: np.ndarray, tau: float, cols: np.ndarray):
         """(F_τ, realified gradient (C', 2N_r), Riemannian Hessian (C', 2N_r, 2N_r))."""
-        w_, wh = self.W[cols], self.Wh[cols]
+        full = cols.size == self.W.shape[0]  # every column: no gather of the channels
+        w_, wh = (self.W, self.Wh) if full else (self.W[cols], self.Wh[cols])
         c, n = a.shape
+        k, nt = self.k, self.n_tx
         z = (wh @ a[:, :, None])[..., 0]  # (C', K N_t)
-        g = np.maximum(np.sum((np.abs(z) ** 2).reshape(c, self.k, self.n_tx), axis=2), 1e-300)
+        g = np.maximum(np.sum((z.real**2 + z.imag**2).reshape(c, k, nt), axis=2), 1e-300)
         y = -np.log(g)
         ymax = y.max(axis=1)
         ex = np.exp((y - ymax[:, None]) / tau)
         p = ex / ex.sum(axis=1, keepdims=True)
         f = ymax + tau * np.log(ex.sum(axis=1))
-        u = np.sum((w_ * z[:, None, :]).reshape(c, n, self.k, self.n_tx), axis=3)  # G̃_k a
+        u = np.einsum("cnkt,ckt->cnk", w_.reshape(c, n, k, nt), z.reshape(c, k, nt))  # G̃_k a
+        ur = np.concatenate([u.real, u.imag], axis=1)  # (C', 2n, K)
         x = np.concatenate([a.real, a.imag], axis=1)  # (C', 2n)
-        e = 2.0 * x[:, :, None] - 2.0 * np.concatenate([u.real, u.imag], axis=1) / g[:, None, :]
+        e = 2.0 * x[:, :, None] - 2.0 * ur / g[:, None, :]
         grad = np.einsum("cik,ck->ci", e, p)
-        wk = np.repeat(p / g, self.n_tx, axis=1)
-        rw = (w_ * wk[:, None, :]) @ wh  # Σ_k w_k G̃_k, complex (C', n, n)
-        rr = np.block([[rw.real, -rw.imag], [rw.imag, rw.real]])
-        # P R P = R − x (Rx)ᵀ − (Rx) xᵀ + (xᵀRx) x xᵀ, Rx = Σ_k w_k u_k (rank-2 updates)
-        rx = np.einsum("cik,ck->ci", np.concatenate([u.real, u.imag], axis=1), p / g)
-        xrx = np.sum(x * rx, axis=1)[:, None, None]
-        xx = x[:, :, None] * x[:, None, :]
-        prp = (rr - x[:, :, None] * rx[:, None, :] - rx[:, :, None] * x[:, None, :] + xrx * xx)
-        hess = (2.0 * (np.eye(2 * n)[None] - xx) - 2.0 * prp
-                + (1.0 + 1.0 / tau) * ((e * p[:, None, :]) @ np.swapaxes(e, 1, 2))
-                - (1.0 / tau) * grad[:, :, None] * grad[:, None, :])
+        rw = (w_ * np.repeat(p / g, nt, axis=1)[:, None, :]) @ wh  # Σ_k w_k G̃_k (C', n, n)
+        # Hess = 2P − 2PRP + (1 + 1/τ) Σ p e eᵀ − (1/τ) grad gradᵀ, with PRP = R − x vᵀ − v xᵀ,
+        # v = Rx − (xᵀRx / 2) x; so Hess = (1 + 1/τ) Σ p e eᵀ − 2R + 2x(v − x)ᵀ + 2v xᵀ + 2I
+        # − (1/τ) grad gradᵀ (rank-one terms added in place)
+        rx = np.einsum("cik,ck->ci", ur, p / g)
+        v = rx - 0.5 * np.sum(x * rx, axis=1, keepdims=True) * x
+        hess = (1.0 + 1.0 / tau) * ((e * p[:, None, :]) @ np.swapaxes(e, 1, 2))
+        hess[:, :n, :n] -= 2.0 * rw.real
+        hess[:, n:, n:] -= 2.0 * rw.real
+        hess[:, :n, n:] += 2.0 * rw.imag
+        hess[:, n:, :n] -= 2.0 * rw.imag
+        hess += x[:, :, None] * (2.0 * (v - x))[:, None, :]
+        hess += (2.0 * v)[:, :, None] * x[:, None, :]
+        hess -= (grad / tau)[:, :, None] * grad[:, None, :]
+        hess.reshape(c, -1)[:, :: 2 * n + 1] += 2.0
         return f, grad, hess
 
 

@@ -8,6 +8,7 @@ c_k = φ_k² / P_{k,m}, so that f = ‖A‖² max_k c_k tr((A^H G̃_k A)^{-1}) w
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,13 +56,20 @@ class BeamformingProblem:
                                       f"{np.array2string(np.ravel(arr)[:8], precision=3)}")
         if not np.all(np.isfinite(self.H)):
             raise InfeasibleError("H: channel contains NaN or inf entries")
+        sv = np.linalg.svd(self.H, compute_uv=False)  # (K, M, min(N_r, N_t)), descending
+        sv.flags.writeable = False
+        object.__setattr__(self, "_singular_values", sv)  # kept: the bounds need them too
+        self._check_streams()
+
+    def _check_streams(self) -> None:
+        _, _, nr, nt = self.H.shape
         if not 1 <= self.streams <= min(nr, nt):
             raise InfeasibleError(
                 f"streams: L = {self.streams} needs 1 <= L <= min(N_t, N_r) = min({nt}, {nr})"
             )
         # a device whose channel cannot carry L streams on some subcarrier makes f infinite
         # for every A: report it up front, naming the device and subcarrier.
-        sv = np.linalg.svd(self.H, compute_uv=False)  # (K, M, min(N_r, N_t)), descending
+        sv = self._singular_values
         top = np.maximum(sv[..., 0], np.finfo(float).tiny)
         weak = (sv[..., self.streams - 1] <= 1e-9 * top) | (sv[..., 0] == 0)
         if weak.any():
@@ -71,6 +79,14 @@ class BeamformingProblem:
                 f"(singular values {np.array2string(sv[kk, mm], precision=3)}); it cannot carry "
                 f"{self.streams} streams. Use fewer streams or drop the device."
             )
+
+    def with_streams(self, streams: int) -> BeamformingProblem:
+        """The same channels, weights and powers for another stream count L, checked as the
+        constructor checks it (the singular values of H are reused, not recomputed)."""
+        other = copy.copy(self)
+        object.__setattr__(other, "streams", streams)
+        other._check_streams()
+        return other
 
     @classmethod
     def from_instance(
@@ -86,6 +102,11 @@ class BeamformingProblem:
     def shape(self) -> tuple[int, int, int, int]:
         """(K, M, N_r, N_t)."""
         return self.H.shape  # type: ignore[return-value]
+
+    def singular_values(self) -> np.ndarray:
+        """Singular values of every H_{k,m}, descending, shape (K, M, min(N_r, N_t)) (read-only;
+        computed once, when the problem is built)."""
+        return self._singular_values
 
     def gram(self) -> np.ndarray:
         """G_{k,m} = H H^H, shape (K, M, N_r, N_r)."""

@@ -157,11 +157,16 @@ def dual_bound(w: np.ndarray, n_tx: int, y0: np.ndarray, iterations: int,
     ``y0`` (C, K) ≥ 0 (e.g. the primal's multipliers) is the first candidate and is mixed into
     the barrier method's start; ``iterations`` Newton steps follow (0: the bound at y0 only).
     A column stops once its bound is within ``rtol`` of ``target`` (C,) (the primal value:
-    optimality is then certified)."""
+    optimality is then certified); one whose bound at y0 is already there takes no step."""
     y_start = _normalized(y0)
     best = 1.0 / _top(w, y_start, n_tx)
     if iterations <= 0:
         return best
     goal = np.full(best.shape, np.inf) if target is None else np.asarray(target) / (1 + rtol)
-    y = _barrier_path(w, n_tx, y_start, iterations, goal)
-    return np.maximum(best, np.sum(y, axis=1) / _top(w, y, n_tx))
+    todo = np.flatnonzero(best < goal)  # the others are certified by y0 already
+    if todo.size == 0:
+        return best
+    y = _barrier_path(w[todo], n_tx, y_start[todo], iterations, goal[todo])
+    best = best.copy()
+    best[todo] = np.maximum(best[todo], np.sum(y, axis=1) / _top(w[todo], y, n_tx))
+    return best

@@ -77,9 +77,14 @@ class StreamSearch:
         #: stream counts the search will visit at most (None: not known in advance), for the
         #: progress records that :meth:`solve` sends before each beamforming solve
         self.total: int | None = None
+        self._problem: BeamformingProblem | None = None
 
     def problem(self, streams: int) -> BeamformingProblem:
-        return BeamformingProblem.from_instance(self.instance, self.channel, streams)
+        """L's problem; every L shares the first one's singular values of H (one SVD)."""
+        if self._problem is None:
+            self._problem = BeamformingProblem.from_instance(self.instance, self.channel, streams)
+        self.instance.validate_streams(streams)
+        return self._problem.with_streams(streams)
 
     def solve(self, streams: int, init: np.ndarray | None = None) -> RankBlock:
         """L's beamformers (warm-started from ``init`` for the manifold solver) and rank block."""

@@ -83,3 +83,35 @@ def test_the_old_import_paths_are_the_same_objects():
 
     assert problem.BeamformingProblem is BeamformingProblem
     assert all(getattr(bounds, name) is getattr(room_bounds, name) for name in room_bounds.__all__)
+
+
+def test_the_problem_keeps_the_singular_values_the_bounds_use(rng):
+    # computed once when the problem is built, read-only so that no caller can corrupt the
+    # bounds of later calls; the same values as a fresh SVD of H (float64 rounding: 1e-12)
+    p = _problem(rng, 4, 3, 5, 3, 2)
+    sv = p.singular_values()
+    assert_allclose(sv, np.linalg.svd(p.H, compute_uv=False), rtol=1e-12)
+    assert not sv.flags.writeable
+    with pytest.raises(ValueError):
+        sv[0, 0, 0] = 0.0
+    assert p.singular_values() is sv
+
+
+def test_with_streams_equals_a_fresh_problem_and_checks_the_stream_count(rng):
+    # the planner builds every L from one problem: same data, same singular values, the same
+    # errors as the constructor for an L the channels cannot carry
+    p = _problem(rng, 3, 2, 5, 3, 1)
+    for streams in (1, 2, 3):
+        q = p.with_streams(streams)
+        fresh = BeamformingProblem(H=p.H, phi=p.phi, p_sub=p.p_sub, sigma2=p.sigma2,
+                                   streams=streams)
+        assert q.streams == streams and p.streams == 1
+        assert q.singular_values() is p.singular_values()
+        assert_allclose(single_device_bound(q), single_device_bound(fresh), rtol=1e-12)
+    with pytest.raises(InfeasibleError, match="streams: L = 4 needs"):
+        p.with_streams(4)
+    h = p.H.copy()
+    h[1, 0] = np.outer(h[1, 0, :, 0], np.ones(3))  # device 1 rank 1 on subcarrier 0
+    low = BeamformingProblem(H=h, phi=p.phi, p_sub=p.p_sub, sigma2=p.sigma2, streams=1)
+    with pytest.raises(InfeasibleError, match="device 1, subcarrier 0: the channel has rank"):
+        low.with_streams(2)

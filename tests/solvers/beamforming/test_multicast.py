@@ -227,3 +227,35 @@ def test_the_barrier_bound_meets_the_conic_sdr_value_from_below(rng, nt):
     res = multicast(p, rng=0)
     assert np.all(res.bound_per_subcarrier <= v_sdr * (1 + 1e-6))
     assert np.all(res.bound_per_subcarrier <= res.objective_per_subcarrier * (1 + 1e-12))
+
+
+def test_a_start_that_already_certifies_takes_no_barrier_step(rng, monkeypatch):
+    # a subcarrier whose bound at y0 is within rtol of the target needs no Newton step: only
+    # the others go to the barrier method, and each result is still a bound (≤ the value at
+    # any feasible point: the primal's) that is no lower than its bound at y0
+    import importlib
+
+    sdr_dual = importlib.import_module("fedopt.solvers.beamforming.sdr_dual")
+    p = _equal_gain(rng, 12, 4, 6)
+    w, _ = scaled_channels(p)
+    res = multicast(p, rng=0)
+    y0 = np.ones((4, 12))
+    at_y0 = barrier_bound(w, 1, y0, 0)
+    primal = res.objective_per_subcarrier
+    target = np.where(np.arange(4) < 2, 0.5 * at_y0, np.inf)  # the first two certified at y0
+    seen = []
+    real_path = sdr_dual._barrier_path
+
+    def spy(w_, n_tx, y_start, iterations, goal):
+        seen.append(w_.shape[0])
+        return real_path(w_, n_tx, y_start, iterations, goal)
+
+    monkeypatch.setattr(sdr_dual, "_barrier_path", spy)
+    out = barrier_bound(w, 1, y0, 20, target=target, rtol=1e-3)
+    assert seen == [2]
+    np.testing.assert_array_equal(out[:2], at_y0[:2])
+    assert np.all(out[2:] >= at_y0[2:]) and np.all(out[2:] > at_y0[2:] * 1.01)
+    assert np.all(p.sigma2 * out / scaled_channels(p)[1] ** 2 <= primal * (1 + 1e-9))
+    seen.clear()
+    barrier_bound(w, 1, y0, 20, target=0.5 * at_y0)
+    assert seen == []  # every subcarrier certified at y0: no barrier run at all
