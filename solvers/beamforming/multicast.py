@@ -68,8 +68,11 @@ class MulticastOptions:
         the first stage with τ at most this.
     newton_below : float
         Stages with τ below this take Newton steps, the others first-order steps.
-    first_order_iterations : int
-        Barzilai–Borwein steps per first-order stage (at most).
+    first_order_iterations : int or None
+        Barzilai–Borwein steps per first-order stage (at most). ``None``: 60 · K / 50 clipped to
+        [60, 150] — with many constraints the columns need more steps to settle into a basin
+        (equal-gain K ≥ 100: 150 steps instead of 60 put 49 instead of 32 of 80 table
+        instances within 1 % of the best known value, at 1.3–1.4× the time).
     first_order_tol : float
         A column's first-order stage ends when its Riemannian gradient norm is below this
         times τ (log units).
@@ -96,7 +99,7 @@ class MulticastOptions:
     merge_tol: float = 1e-6
     informed_tau: float = 0.1
     newton_below: float = 0.05
-    first_order_iterations: int = 60
+    first_order_iterations: int | None = None
     first_order_tol: float = 1e-3
     newton_iterations: int = 12
     newton_keep: int = 4
@@ -115,9 +118,16 @@ class MulticastOptions:
                                        "must be 'float32' or 'float64'")
         if self.n_random is not None:
             _check_count("n_random", self.n_random, 0)
-        for name, low in (("first_order_iterations", 0),
-                          ("newton_iterations", 0), ("dual_iterations", 0), ("newton_keep", 1)):
+        if self.first_order_iterations is not None:
+            _check_count("first_order_iterations", self.first_order_iterations, 0)
+        for name, low in (("newton_iterations", 0), ("dual_iterations", 0), ("newton_keep", 1)):
             _check_count(name, getattr(self, name), low)
+
+    def first_order_budget(self, k: int) -> int:
+        """Steps per first-order stage for K devices."""
+        if self.first_order_iterations is not None:
+            return int(self.first_order_iterations)
+        return int(round(60 * min(max(k / 50, 1.0), 2.5)))
 
     def random_starts(self, k: int, n_rx: int) -> int:
         """The number of random starts for K devices and N_r antennas."""
@@ -207,7 +217,7 @@ def _first_order(channels: tuple[np.ndarray, np.ndarray], k: int, a: np.ndarray,
     mm, jj = np.nonzero(valid)
     cols = a[mm, :, jj]  # (N, N_r)
     x = np.concatenate([cols.real, cols.imag], axis=1).astype(channels[0].dtype)
-    x, its = first_order_stage(channels, k, x, mm, tau, options.first_order_iterations,
+    x, its = first_order_stage(channels, k, x, mm, tau, options.first_order_budget(k),
                                options.first_order_tol * tau)
     cols = x[:, :nr].astype(complex) + 1j * x[:, nr:]
     a = a.copy()
@@ -325,6 +335,7 @@ def multicast(
                     f"{len(opts.temperatures)} stages)",
         bound=np.maximum(dual_f, sd), bound_kind="sdr-dual",
         options={"n_random": n_random, "temperatures": list(opts.temperatures),
+                 "first_order_iterations": opts.first_order_budget(k),
                  "merge_tol": opts.merge_tol,
                  "newton_iterations": opts.newton_iterations,
                  "dual_iterations": opts.dual_iterations},

@@ -193,6 +193,12 @@ def test_the_number_of_random_starts_follows_the_constraints_per_dimension():
     assert MulticastOptions(n_random=3).random_starts(200, 8) == 3
     with pytest.raises(InvalidArgumentError, match="newton_keep: got 0"):
         MulticastOptions(newton_keep=0)
+    # first-order steps per stage: 60 · K / 50 clipped to [60, 150]; an explicit value wins
+    assert [opts.first_order_budget(k) for k in (3, 50, 80, 100, 200, 1000)] == \
+        [60, 60, 96, 120, 150, 150]
+    assert MulticastOptions(first_order_iterations=7).first_order_budget(200) == 7
+    with pytest.raises(InvalidArgumentError, match="first_order_iterations: got -1"):
+        MulticastOptions(first_order_iterations=-1)
 
 
 def test_merging_and_pruning_do_not_change_the_answer_on_easy_cases(rng):
