@@ -76,14 +76,23 @@ def _trial(x: np.ndarray, g: np.ndarray, step: np.ndarray) -> np.ndarray:
 
 def _search(wt, wtt, k, x, f, g, gn2, step, ref, tau, live):
     """The non-monotone Armijo backtracking of one step: (x, F, gradient, step, accepted).
-    Only the rows with a column still searching are evaluated again; the full batch goes
-    without gathers."""
-    m = x.shape[0]
+    Only the rows with a column still searching are evaluated again (with one row, only its
+    columns still searching); the full batch goes without gathers."""
+    m, _, s = x.shape
     done = ~live
     new_x, new_f, new_g = x.copy(), f.copy(), g.copy()
     rows = np.flatnonzero(live.any(axis=1))
     for _ in range(_BACKTRACKS):
-        if rows.size * 2 >= m:  # gathers cost more than evaluating the rest
+        cols = np.flatnonzero(~done[0]) if m == 1 else None
+        if cols is not None and cols.size < s:
+            trial = _trial(x[:, :, cols], g[:, :, cols], step[:, cols])
+            tf, tg = lse_and_gradient(wt, wtt, k, trial, tau)
+            ok = tf[0] <= ref[0, cols] - _ARMIJO * step[0, cols] * gn2[0, cols]
+            sel = cols[ok]
+            new_x[0][:, sel], new_g[0][:, sel] = trial[0][:, ok], tg[0][:, ok]
+            new_f[0, sel] = tf[0, ok]
+            done[0, sel] = True
+        elif rows.size * 2 >= m:  # gathers cost more than evaluating the rest
             trial = _trial(x, g, step)
             tf, tg = lse_and_gradient(wt, wtt, k, trial, tau)
             ok = ~done & (tf <= ref - _ARMIJO * step * gn2)
