@@ -186,10 +186,10 @@ def test_auto_dispatches_on_the_stream_count(rng):
 
 
 def test_the_number_of_random_starts_follows_the_constraints_per_dimension():
-    # 8 ⌈K / N_r⌉ clipped to [16, 64]; an explicit n_random wins
+    # max(8 ⌈K / N_r⌉, 1.28 (K − 50)) clipped to [16, 64]; an explicit n_random wins
     opts = MulticastOptions()
-    assert [opts.random_starts(k, nr) for k, nr in ((20, 16), (50, 16), (100, 8), (5, 64))] == \
-        [16, 32, 64, 16]
+    cases = ((20, 16), (50, 16), (100, 8), (5, 64), (50, 64), (75, 64), (100, 64), (400, 64))
+    assert [opts.random_starts(k, nr) for k, nr in cases] == [16, 32, 64, 16, 16, 32, 64, 64]
     assert MulticastOptions(n_random=3).random_starts(200, 8) == 3
     with pytest.raises(InvalidArgumentError, match="newton_keep: got 0"):
         MulticastOptions(newton_keep=0)
