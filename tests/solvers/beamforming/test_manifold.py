@@ -305,3 +305,16 @@ def test_init_with_the_wrong_shape_is_rejected(rng):
     res = _solve(p, init=[np.ones((2, 4, 2), dtype=complex)])
     assert res.options["n_starts"] == 9  # centroid, MRC, the init, six random (L > 1 default)
     assert np.all(np.isfinite(res.objective_per_subcarrier))
+
+
+def test_the_default_number_of_random_starts_grows_with_the_devices_for_several_streams(rng):
+    # 8 for L = 1; for L > 1, 6 up to K = 20, one more per 3 devices, 16 from K = 50 on; the
+    # result records the count that ran, and an explicit n_random wins
+    from fedopt.solvers.beamforming.manifold import default_random_starts
+
+    assert [default_random_starts(k, 2) for k in (3, 20, 23, 35, 50, 400)] == \
+        [6, 6, 7, 11, 16, 16]
+    assert default_random_starts(400, 1) == 8
+    p = random_problem(rng, 26, 1, 4, 2, 2)
+    assert solve_beamforming(p, "beamforming", rng=0).options["n_random"] == 8
+    assert solve_beamforming(p, "beamforming", rng=0, n_random=3).options["n_random"] == 3
