@@ -159,12 +159,11 @@ class _Rows:
     def __init__(self, channels, k: int, col_sub: np.ndarray, m: int):
         self.channels, self.k, self.m = channels, k, m
         self.col_sub = col_sub
-        self.cost = np.inf
 
     def place(self, cols: np.ndarray, state: dict[str, np.ndarray]) -> None:
         """Lay out the columns ``cols`` (flat indices) with their state (first axis: column;
         ``memory``: second axis); padding slots copy their row's first column, frozen."""
-        rsub, col, self.cost = _layout(self.col_sub[cols], self.m)
+        rsub, col, _ = _layout(self.col_sub[cols], self.m)
         self.col = np.where(col >= 0, cols[np.maximum(col, 0)], -1)
         src = np.where(col >= 0, col, col[:, :1])  # (R, c) positions in cols
         self.wt, self.wtt = self.channels[0][rsub], self.channels[1][rsub]
