@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[],
                     help="NAME=JSON options of a multicast variant (repeatable)")
     ap.add_argument("--streams", type=int, default=1)
+    ap.add_argument("--cells", default=None,
+                    help="e.g. 8x50,16x50 (default: the hard cells named above)")
     ap.add_argument("--out", type=Path, default=None,
                     help="reference cache (default: benchmarks/results/"
                          "multicast_holdout_reference.json, or multicast_holdout_L{L}.json)")
@@ -69,6 +71,8 @@ def main() -> None:
     variants = {name: json.loads(text) for name, text in variants.items()}
     streams = args.streams
     cells, method = (CELLS, "multicast") if streams == 1 else (STREAM_CELLS, "beamforming")
+    if args.cells:
+        cells = [tuple(int(x) for x in c.split("x")) for c in args.cells.split(",")]
     out = args.out or Path("benchmarks/results") / (
         "multicast_holdout_reference.json" if streams == 1
         else f"multicast_holdout_L{streams}.json")

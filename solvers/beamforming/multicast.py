@@ -97,8 +97,9 @@ class MulticastOptions:
         certificate are always in double precision).
     n_hot : int or None
         Random starts, besides the ``n_random`` ones, that begin at the hotter
-        ``hot_temperatures`` and then follow ``temperatures``. ``None``: 1.28 (K − 50) clipped
-        to [0, 64] (none for K ≤ 50). With many devices the smoothed max at τ = 1 is still
+        ``hot_temperatures`` and then follow ``temperatures``. ``None``: max(K − 34,
+        1.28 (K − 50)) clipped to [0, 64] (none for K ≤ 34, 16 at K = 50, 64 from K = 100
+        on). With many devices the smoothed max at τ = 1 is still
         sharp (it weighs the few weakest of K gains), and starts smoothed harder first reach
         other basins (equal-gain held-out draws, K ∈ {100, 200}: 45 → 71 of 80 within 1 % of
         the best known value, at 1.3–1.4× the time; benchmarks/RESULTS.md, issue 17).
@@ -153,7 +154,7 @@ class MulticastOptions:
         """The number of random starts that begin at ``hot_temperatures``."""
         if self.n_hot is not None:
             return int(self.n_hot)
-        return int(np.clip(round(1.28 * (k - 50)), 0, 64))
+        return int(np.clip(max(k - 34, round(1.28 * (k - 50))), 0, 64))
 
     def random_starts(self, k: int, n_rx: int) -> int:
         """The number of random starts for K devices and N_r antennas."""

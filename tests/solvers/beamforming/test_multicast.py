@@ -217,9 +217,10 @@ def test_hot_starts_are_random_starts_with_the_hot_stages_first(rng):
     same = multicast(p, rng=3, n_random=6, n_hot=0, temperatures=taus)
     np.testing.assert_array_equal(low.solution, same.solution)
     assert low.iterations == same.iterations < hot.iterations
-    # 1.28 (K − 50) clipped to [0, 64]; an explicit value wins; the others' draws do not move
+    # max(K − 34, 1.28 (K − 50)) clipped to [0, 64]; an explicit value wins
     opts = MulticastOptions()
-    assert [opts.hot_starts(k, 16) for k in (10, 50, 60, 75, 100, 400)] == [0, 0, 13, 32, 64, 64]
+    assert [opts.hot_starts(k, 16) for k in (10, 34, 40, 50, 75, 90, 100, 400)] == \
+        [0, 0, 6, 16, 41, 56, 64, 64]
     assert MulticastOptions(n_hot=5).hot_starts(10, 16) == 5
     with pytest.raises(InvalidArgumentError, match="n_hot: got -2"):
         MulticastOptions(n_hot=-2)
