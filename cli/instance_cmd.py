@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fedopt.cli._common import OutputFormat, err, print_json, user_errors
+from fedopt.cli._common import OutputFormat, QuietOpt, err, print_json, progress, user_errors
 
 app = typer.Typer(help="Create, show, list and validate network-design instances.",
                   no_args_is_help=True)
@@ -265,6 +265,7 @@ def layers(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
     fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
     = OutputFormat.text,
+    quiet: QuietOpt = False,
 ) -> None:
     """Print the lora.layers (name, d_out, d_in, count) that PEFT LoRA adapts in a Hugging Face
     model, so an instance's q(r) is the payload `fedopt validate --model` sends; -o writes an
@@ -277,7 +278,10 @@ def layers(
         if output is not None and output.exists() and not force:
             err(f"error: {output} exists; pass --force to overwrite it")
             raise typer.Exit(code=2)
-        found = model_layers(model, target)
+        # importing transformers and building the model (on the meta device) take seconds
+        with progress(f"reading {model}", not quiet and fmt is OutputFormat.text) as tick:
+            tick({"label": "importing transformers, building the model from config.json"})
+            found = model_layers(model, target)
         targets = None if target is None else list(resolve_targets(None, target))
         q = sum(d["count"] * (d["d_out"] + d["d_in"]) for d in found)
         if fmt is OutputFormat.json:

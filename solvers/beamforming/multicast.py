@@ -369,7 +369,7 @@ def multicast(
     dual_f = problem.sigma2 * dual / scale**2
     return beamforming_result(
         run, problem, best[..., None],
-        description=f"smoothed path following ({n_starts} starts, "
+        description=f"smoothed path following ({n_starts} starts, {n_hot} of them hot, "
                     f"{len(opts.temperatures)} stages)",
         bound=np.maximum(dual_f, sd), bound_kind="sdr-dual",
         options={"n_random": n_random, "n_hot": n_hot,

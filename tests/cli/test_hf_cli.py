@@ -58,6 +58,9 @@ def test_instance_layers_prints_the_models_shapes(invoke, gpt2_dir):
     assert layers == [{"name": "transformer.h.*.attn.c_attn", "d_out": shapes[0][1],
                        "d_in": shapes[0][2], "count": len(shapes)}]
     assert (shapes[0][1], shapes[0][2]) == (96, 32)  # GPT-2's fused q, k, v: 3 · 32 x 32
+    # the spinner (stderr, on a terminal only) never touches stdout; --quiet turns it off
+    quiet = invoke("instance", "layers", "--model", gpt2_dir, "--quiet")
+    assert quiet.exit_code == 0 and quiet.stdout == res.stdout
 
     res = invoke("instance", "layers", "--model", gpt2_dir, "--target", "c_attn,c_fc",
                  "--format", "json")
