@@ -150,6 +150,7 @@ class StreamSearch:
                 return
 
     def alternating(self, streams: Sequence[int]) -> None:
+        self.total = len(streams)  # at most: the descent may stop early
         current = streams[-1]
         self.solve(current)
         while not self.run.stopped:

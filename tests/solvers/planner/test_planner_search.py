@@ -128,10 +128,11 @@ def test_a_solver_without_warm_starts_gets_none(nt4, spy):
     assert all(init is None for _, init, _ in spy)
 
 
-@pytest.mark.parametrize("search_name", ["exhaustive", "bnb"])
+@pytest.mark.parametrize("search_name", ["exhaustive", "bnb", "alternating"])
 def test_progress_says_what_starts_with_n_of_n_and_stays_out_of_the_history(search_name):
     """Before each beamforming solve the callback hears what starts and how many of the stream
-    counts are done (the pruned ones of bnb count as done); the history keeps only the solves."""
+    counts are done (the pruned ones of bnb count as done; the alternating descent may stop
+    before the total); the history keeps only the solves."""
     from fedopt.instance import load_instance
 
     records = []
@@ -147,6 +148,10 @@ def test_progress_says_what_starts_with_n_of_n_and_stays_out_of_the_history(sear
     assert done == sorted(done) and done[0] == 0 and done[-1] <= n - 1
     if search_name == "exhaustive":  # every L, largest first
         assert done == list(range(n))
+    if search_name == "alternating":  # a descent from the largest L, one step at a time
+        assert done == list(range(len(starts)))
+        assert [solve["streams"] for solve in solves] == sorted(
+            res.options["streams"], reverse=True)[:len(solves)]
         assert [r["label"].split(" beamformers")[0] for r in starts] == [
             f"L = {s}" for s in reversed(res.options["streams"])]
     for start, solve in zip(starts, solves, strict=True):
