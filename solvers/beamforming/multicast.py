@@ -292,11 +292,11 @@ def _path_following(problem: BeamformingProblem, w: np.ndarray, informed: np.nda
     valid = np.ones(a.shape[::2], dtype=bool)
     iterations, pruned = 0, False
     for stage, tau in enumerate(taus):
-        for group in [g for g in waiting if tau <= g[0] or stage == len(taus) - 1]:
-            waiting.remove(group)
-            a = np.concatenate([np.moveaxis(group[1], 0, 2), a], axis=2)
-            valid = np.concatenate([np.ones((a.shape[0], group[1].shape[0]), bool), valid],
-                                   axis=1)
+        joining = [g for g in waiting if tau <= g[0] or stage == len(taus) - 1]
+        waiting = [g for g in waiting if all(g is not j for j in joining)]
+        for _, group in joining:
+            a = np.concatenate([np.moveaxis(group, 0, 2), a], axis=2)
+            valid = np.concatenate([np.ones((a.shape[0], group.shape[0]), bool), valid], axis=1)
         if a.shape[2] == 0:
             continue
         if tau >= options.newton_below:

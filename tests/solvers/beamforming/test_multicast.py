@@ -217,6 +217,10 @@ def test_hot_starts_are_random_starts_with_the_hot_stages_first(rng):
     same = multicast(p, rng=3, n_random=6, n_hot=0, temperatures=taus)
     np.testing.assert_array_equal(low.solution, same.solution)
     assert low.iterations == same.iterations < hot.iterations
+    # groups that join at the same stage (informed starts from the first τ on) all join
+    early = multicast(p, rng=3, n_random=2, n_hot=2, informed_tau=5.0)
+    assert early.options["n_hot"] == 2 and "(7 starts, 2 of them hot" in early.message
+    assert np.all(early.objective_per_subcarrier >= early.bound_per_subcarrier * (1 - 1e-9))
     # max(K − 34, 1.28 (K − 50)) clipped to [0, 64]; an explicit value wins
     opts = MulticastOptions()
     assert [opts.hot_starts(k, 16) for k in (10, 34, 40, 50, 75, 90, 100, 400)] == \
