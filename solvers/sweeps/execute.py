@@ -105,12 +105,32 @@ def _run_dask(cells: list[Cell], scheduler: str | None, workers: int) -> Iterato
                 yield future.result()
             except Exception as exc:  # noqa: BLE001 - a lost worker fails this cell only
                 yield error_record(cell, f"the Dask worker failed: {type(exc).__name__}: {exc}")
+    except (KeyboardInterrupt, GeneratorExit):
+        silence_teardown_logs()  # the caller reports what was saved
+        raise
     finally:
         for future in futures:
             future.cancel()
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+#: loggers whose errors during an interrupted run's teardown are noise (the event loop's
+#: callbacks failing as the connections close: "Exception in callback ..." with a traceback)
+TEARDOWN_LOGGERS = ("tornado", "asyncio", "distributed")
+
+
+def silence_teardown_logs() -> None:
+    """Mute :data:`TEARDOWN_LOGGERS` for the rest of the process: after Ctrl-C the cluster is
+    closed while tasks and connections are still live, and the messages this makes on stderr
+    say nothing the interruption notice does not (the process exits right after)."""
+    import logging
+
+    known = list(logging.Logger.manager.loggerDict)  # children may carry their own level
+    for name in [*TEARDOWN_LOGGERS, *(n for n in known
+                                      if n.split(".", 1)[0] in TEARDOWN_LOGGERS)]:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
 def _records(cells: list[Cell], scheduler: str | None, workers: int) -> Iterator[dict]:

@@ -225,3 +225,52 @@ def test_without_dask_the_extra_is_named(monkeypatch):
     with pytest.raises(MissingDependencyError, match=r'pip install "fedopt\[dask\]"'):
         sweep(spec, workers=1)
     assert len(sweep(spec, scheduler="synchronous")) == 1  # in-process needs no Dask
+
+
+def test_an_interrupted_dask_run_mutes_the_teardown_noise_and_closes(monkeypatch):
+    # Ctrl-C while waiting for cells: the generator mutes the event loop's loggers (the
+    # "Exception in callback" tracebacks closing live connections print), closes the client and
+    # the cluster, and lets the KeyboardInterrupt through to the CLI's notice
+    import logging
+
+    from fedopt.solvers.sweeps import execute
+
+    closed = []
+
+    class _Closable:
+        def __init__(self, name):
+            self.name = name
+
+        def submit(self, *args, **kwargs):
+            return _Future()
+
+        def close(self):
+            closed.append(self.name)
+
+    class _Future:
+        def cancel(self):
+            closed.append("future")
+
+    class _Distributed:
+        @staticmethod
+        def as_completed(futures):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(execute, "_need", lambda module: _Distributed)
+    monkeypatch.setattr(execute, "_client",
+                        lambda scheduler, workers: (_Closable("client"), _Closable("cluster")))
+    app = logging.getLogger("tornado.application")
+    names = [*execute.TEARDOWN_LOGGERS, *(n for n in logging.Logger.manager.loggerDict
+                                          if n.split(".", 1)[0] in execute.TEARDOWN_LOGGERS)]
+    levels = {name: logging.getLogger(name).level for name in names}
+    app.setLevel(logging.ERROR)  # a child with its own level, as distributed leaves it
+    try:
+        records = execute._run_dask(expand(SPEC)[:2], None, 2)
+        with pytest.raises(KeyboardInterrupt):
+            next(records)
+        assert closed == ["future", "future", "client", "cluster"]
+        for name in names:
+            assert not logging.getLogger(name).isEnabledFor(logging.CRITICAL), name
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
